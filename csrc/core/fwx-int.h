@@ -1,0 +1,224 @@
+/* fwx-int.h: struct layouts and fwx__ internal prototypes shared by the core's files.
+ * Not installed; the binding uses only fwx.h. */
+#ifndef FWX_INT_H
+#define FWX_INT_H
+
+#include "fwx.h"
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define fwx__container_of(ptr, type, member) \
+  ((type *)((char *)(ptr) - offsetof(type, member)))
+
+/* Bytes libuv reads into at once; also the unclaimed-chunk bound per socket. */
+#define FWX__READ_CHUNK 65536
+
+/* Intrusive doubly linked list: the port tracks every open object with one, so that
+ * shutdown can find them all without a registry. */
+typedef struct fwx__link {
+  struct fwx__link *prev, *next;
+} fwx__link_t;
+
+static inline void fwx__list_init(fwx__link_t *head) { head->prev = head->next = head; }
+static inline int fwx__list_empty(const fwx__link_t *head) { return head->next == head; }
+static inline void fwx__list_insert(fwx__link_t *head, fwx__link_t *l) {
+  l->next = head->next;
+  l->prev = head;
+  head->next->prev = l;
+  head->next = l;
+}
+static inline void fwx__list_remove(fwx__link_t *l) {
+  if (l->next == NULL) return;
+  l->prev->next = l->next;
+  l->next->prev = l->prev;
+  l->next = l->prev = NULL;
+}
+
+enum { FWX__IDLE = 0, FWX__PENDING, FWX__QUEUED };
+
+/* The overlapped record: idle -> pending (started) -> queued (completed, in the port's
+ * FIFO) -> idle again when dequeued (or freed, for records the core allocated). */
+struct fwx_op {
+  fwx_op_t *next;          /* the port's FIFO */
+  fwx_port_t *port;
+  uintptr_t key;           /* the starter's key, returned verbatim */
+  void *object;            /* socket / handle / timer holding a reference, or NULL */
+  void (*release_object)(void *object);
+  fwx_buffer_t *buf;       /* buffer this operation holds a reference to */
+  fwx_socket_t *accepted;
+  struct addrinfo *result;
+  size_t bytes;
+  int status;              /* libuv status */
+  int error;               /* Win32 code decided at completion */
+  unsigned char kind;
+  unsigned char state;
+  unsigned char heap;      /* who frees it after dequeue: 0 its owner, 1 an op and
+                              2 a send record (recycled), 3 a request record (freed) */
+  unsigned char notify;    /* 0: complete silently (a Send with no sink) */
+  unsigned char cancelled; /* ended by cancel/close: report 995 whatever happens */
+  unsigned char last;
+  unsigned char lent;      /* buf was lent read-only (sends) */
+  unsigned char has_address;
+};
+
+/* A record with room for any one libuv request; overlapped objects and look-ups. */
+typedef struct fwx__reqop {
+  fwx_op_t op;
+  fwx__link_t link;        /* port->ops while a request is in flight */
+  union {
+    uv_write_t write;
+    uv_udp_send_t udp_send;
+    uv_fs_t fs;
+    uv_getaddrinfo_t gai;
+  } req;
+  int64_t offset;          /* file operations: where, for advancing the position */
+  int use_position;
+} fwx__reqop_t;
+
+/* A send record: smaller, recycled through the port's free list. */
+typedef struct fwx__sendop {
+  fwx_op_t op;
+  union {
+    uv_write_t write;
+    uv_udp_send_t udp_send;
+  } req;
+  struct fwx__sendop *free_next;
+} fwx__sendop_t;
+
+/* One-shot receives on top of libuv's continuous reading: reading stays armed while
+ * receives keep coming; a chunk that arrives with no receive pending is held (one at
+ * most) and reading pauses until a receive claims it. */
+typedef struct fwx__reader {
+  fwx_port_t *port;
+  uv_stream_t *stream;
+  fwx_op_t *op;            /* the pending receive, or NULL */
+  fwx_buffer_t *chunk;     /* unclaimed bytes */
+  size_t chunk_off;
+  int status;              /* sticky end of stream: UV_EOF or an error; 0 while open */
+  size_t writes;           /* uv_write requests in flight: while any, no try_write, so
+                              sends complete in the order they were issued */
+  unsigned reading : 1;
+} fwx__reader_t;
+
+struct fwx_port {
+  uv_loop_t loop;
+  fwx_op_t *head, *tail;   /* completion FIFO */
+  size_t queued;
+  size_t pending;          /* started and not yet dequeued (or silently completed) */
+  int refs;
+  unsigned closing : 1;
+  unsigned finished : 1;
+  fwx__link_t sockets, handles, timers, ops; /* open objects, for shutdown */
+  char *scratch;           /* FWX__READ_CHUNK bytes libuv reads into */
+  int scratch_busy;
+  fwx_op_t *free_ops;      /* recycled task/tick records */
+  fwx__sendop_t *free_sends;
+  size_t free_count;
+};
+
+typedef struct fwx__udp_ext {
+  struct sockaddr_storage recv_addr;   /* sender of the datagram being delivered */
+  struct sockaddr_storage chunk_addr;  /* sender of the unclaimed datagram */
+  fwx_buffer_t *chunk;                 /* one unclaimed datagram */
+  size_t sends;                        /* uv_udp_send requests in flight */
+  int chunk_status;
+  int chunk_partial;
+  unsigned receiving : 1;
+} fwx__udp_ext_t;
+
+struct fwx_socket {
+  fwx__link_t link;
+  fwx_port_t *port;
+  int refs;
+  fwx_proto_t proto;
+  union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_udp_t udp;
+  } uv;
+  fwx__reader_t reader;    /* tcp */
+  fwx__udp_ext_t *udp;     /* udp only */
+  fwx_op_t recv_op;
+  fwx_op_t conn_op;        /* accept or connect */
+  uv_connect_t connect_req;
+  uv_shutdown_t shutdown_req;
+  size_t sends;            /* sends not yet completed */
+  int rcvbuf, sndbuf;      /* options set before the descriptor exists */
+  unsigned closed : 1;
+  unsigned listening : 1;
+  unsigned conn_ready : 1; /* libuv holds a connection no Accept has claimed */
+  int conn_status;         /* an accept error waiting for the next Accept */
+  unsigned shut : 1;
+  unsigned has_fd : 1;
+  unsigned reuseaddr : 1;
+  unsigned connecting : 1;
+  unsigned uv_closing : 1;     /* uv_close called */
+  unsigned close_after_shutdown : 1;
+};
+
+struct fwx_handle {
+  fwx__link_t link;
+  fwx_port_t *port;
+  int refs;
+  int fd;
+  int is_file;
+  int64_t position;
+  union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_pipe_t pipe;
+    uv_tcp_t tcp;
+  } uv;
+  fwx__reader_t reader;
+  size_t ops;              /* pending file operations */
+  unsigned closed : 1;
+};
+
+struct fwx_timer {
+  fwx__link_t link;
+  fwx_port_t *port;
+  int refs;
+  uv_timer_t timer;
+  fwx_op_t op;             /* the final notification */
+  uint64_t repeat;
+  unsigned active : 1;
+};
+
+/* port.c */
+void fwx__op_init(fwx_op_t *op, fwx_port_t *port, fwx_op_kind_t kind);
+void fwx__op_start(fwx_op_t *op, uintptr_t key, void *object, void (*release)(void *));
+void fwx__op_complete(fwx_op_t *op, int status);
+fwx_op_t *fwx__op_alloc(fwx_port_t *port, fwx_op_kind_t kind);
+fwx__sendop_t *fwx__sendop_alloc(fwx_port_t *port);
+char *fwx__scratch_get(fwx_port_t *port);
+
+/* buffer.c */
+void fwx__buffer_fill(fwx_buffer_t *b, const char *p, size_t n);
+
+/* error.c */
+int fwx__completion_error(fwx_op_kind_t kind, int status, int *ok);
+
+/* stream.c */
+void fwx__reader_init(fwx__reader_t *r, fwx_port_t *port, uv_stream_t *stream);
+int fwx__reader_recv(fwx__reader_t *r, fwx_op_t *op);
+void fwx__reader_cancel(fwx__reader_t *r, int status);
+int fwx__reader_cancel_op(fwx__reader_t *r, fwx_op_t *op);
+int fwx__stream_write(uv_stream_t *stream, uv_write_t *req, fwx_op_t *op,
+                      const char *data, size_t len);
+
+/* socket.c / udp.c */
+int fwx__udp_recv(fwx_socket_t *s, fwx_op_t *op);
+void fwx__udp_cancel(fwx_socket_t *s, int status);
+int fwx__udp_send(fwx_socket_t *s, fwx__sendop_t *so, const char *data, size_t len,
+                  const struct sockaddr *to);
+
+/* handle.c / timer.c / lookup.c, for shutdown */
+void fwx__handle_shutdown_all(fwx_port_t *port);
+int fwx__handle_cancel(fwx_handle_t *h, fwx_op_t *op);
+void fwx__timer_shutdown_all(fwx_port_t *port);
+void fwx__lookup_shutdown_all(fwx_port_t *port);
+void fwx__socket_shutdown_all(fwx_port_t *port);
+
+#endif

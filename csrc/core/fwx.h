@@ -1,0 +1,177 @@
+/* fwx.h: the public C API of the fwx core.
+ *
+ * The core is the Firewall-service completion model on libuv: a port owns a libuv
+ * loop and a FIFO of completion packets; every asynchronous operation is described by
+ * an overlapped record (fwx_op_t) that ends in exactly one packet. libuv callbacks
+ * only fill in and queue packets; the caller dequeues them with fwx_port_get(), the
+ * GetQueuedCompletionStatus of this model, and decides what to call.
+ *
+ * Conventions (libuv's): functions return 0 or a negative error; UV_E* codes for what
+ * the environment decided, FWX_E* for misuse. Nothing here exits the process.
+ * This header never includes lua.h: the Lua binding lives in csrc/lua/.
+ */
+#ifndef FWX_H
+#define FWX_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#define FWX_VERSION "0.1.0"
+
+/* Misuse errors: a start call that returns one of these started nothing and will
+ * deliver no packet. They sit below libuv's range. */
+#define FWX_ECLOSED   (-10001) /* the object or the port is closed */
+#define FWX_EBUSY     (-10002) /* the overlapped record is already pending */
+#define FWX_EINVAL    (-10003) /* an argument is out of range */
+#define FWX_ELOCKED   (-10004) /* the buffer is lent to a pending operation */
+#define FWX_ESTATE    (-10005) /* wrong state: not listening, wrong protocol */
+
+typedef struct fwx_port fwx_port_t;
+typedef struct fwx_op fwx_op_t;
+typedef struct fwx_buffer fwx_buffer_t;
+typedef struct fwx_socket fwx_socket_t;
+typedef struct fwx_handle fwx_handle_t;
+typedef struct fwx_timer fwx_timer_t;
+
+/* What a packet completes. */
+typedef enum {
+  FWX_OP_NONE = 0,
+  FWX_OP_ACCEPT,
+  FWX_OP_CONNECT,
+  FWX_OP_RECV,
+  FWX_OP_SEND,
+  FWX_OP_READ,    /* hooked handle */
+  FWX_OP_WRITE,   /* hooked handle */
+  FWX_OP_TASK,
+  FWX_OP_TIMER,
+  FWX_OP_LOOKUP
+} fwx_op_kind_t;
+
+/* One dequeued completion packet. References it carries (buffer, accepted, result)
+ * now belong to the caller. */
+typedef struct fwx_completion {
+  fwx_op_kind_t kind;
+  int ok;                 /* 1 success, 0 failure */
+  int error;              /* Win32 code, 0 on success */
+  int status;             /* the libuv status behind it (0 or UV_E*) */
+  size_t bytes;           /* bytes transferred */
+  uintptr_t key;          /* the caller's key given at the start */
+  void *object;           /* socket, handle or timer the operation ran on, or NULL */
+  fwx_op_t *op;           /* the overlapped record (now idle, reusable) */
+  fwx_buffer_t *buffer;   /* recv: a new service buffer (caller owns one reference) */
+  fwx_socket_t *accepted; /* accept: the new socket (caller owns one reference) */
+  struct addrinfo *result;/* lookup: free with fwx_lookup_free() */
+  int last;               /* 0 while a repeating timer keeps firing, else 1 */
+  int has_address;
+  struct sockaddr_storage address; /* udp recv: the sender */
+} fwx_completion_t;
+
+/* ---- errors (error.c) ---- */
+int fwx_win32_error(int uv_status);        /* libuv status -> Win32 code */
+const char *fwx_win32_name(int code);      /* "ERROR_NETNAME_DELETED" or NULL */
+const char *fwx_win32_message(int code);
+typedef struct { const char *name; int code; const char *message; } fwx_error_info_t;
+const fwx_error_info_t *fwx_error_table(size_t *count);
+const char *fwx_strerror(int fwx_or_uv_error); /* for misuse codes and libuv codes */
+
+/* ---- port (port.c) ---- */
+int fwx_port_new(fwx_port_t **out);
+void fwx_port_ref(fwx_port_t *port);
+void fwx_port_unref(fwx_port_t *port);
+uv_loop_t *fwx_port_loop(fwx_port_t *port);
+/* Run the loop once: block (1) until something completes, or just poll (0).
+ * Returns the number of packets queued afterwards. */
+size_t fwx_port_poll(fwx_port_t *port, int block);
+/* Dequeue one packet; returns 1, or 0 when the queue is empty. Never blocks. */
+int fwx_port_get(fwx_port_t *port, fwx_completion_t *out);
+/* Drop the references a completion carries, for a caller that will not use them. */
+void fwx_completion_release(fwx_completion_t *c);
+/* GetQueuedCompletionStatus for C programs: wait up to timeout_ms (-1: forever)
+ * for a packet. Returns 1 with a packet, 0 on timeout or when nothing is pending. */
+int fwx_port_wait(fwx_port_t *port, fwx_completion_t *out, int timeout_ms);
+size_t fwx_port_queued(const fwx_port_t *port);
+size_t fwx_port_pending(const fwx_port_t *port);  /* started, not yet dequeued */
+int fwx_port_closing(const fwx_port_t *port);
+/* PostQueuedCompletionStatus: one packet per post, never coalesced. */
+int fwx_port_post(fwx_port_t *port, uintptr_t key);
+/* Begin shutdown: every pending operation is ended with ERROR_OPERATION_ABORTED;
+ * later starts fail with FWX_ECLOSED. Call fwx_port_poll/get until pending is 0,
+ * then fwx_port_finish() closes the loop. */
+void fwx_port_shutdown(fwx_port_t *port);
+int fwx_port_finish(fwx_port_t *port);
+
+/* ---- overlapped records (overlapped.c) ---- */
+fwx_op_t *fwx_overlapped_new(fwx_port_t *port);
+void fwx_overlapped_free(fwx_op_t *op);   /* only when not pending */
+int fwx_op_pending(const fwx_op_t *op);   /* started and not yet dequeued */
+int fwx_op_cancel(fwx_op_t *op);          /* 0, or UV_ENOENT if nothing to cancel */
+
+/* ---- buffers (buffer.c) ---- */
+fwx_buffer_t *fwx_buffer_new(size_t capacity);
+fwx_buffer_t *fwx_buffer_const(const char *data, size_t len);     /* copies once */
+fwx_buffer_t *fwx_buffer_window(fwx_buffer_t *base, size_t offset, size_t len);
+void fwx_buffer_ref(fwx_buffer_t *b);
+void fwx_buffer_unref(fwx_buffer_t *b);
+char *fwx_buffer_data(fwx_buffer_t *b);
+size_t fwx_buffer_size(const fwx_buffer_t *b);
+size_t fwx_buffer_capacity(const fwx_buffer_t *b);
+int fwx_buffer_writable(const fwx_buffer_t *b);  /* 0, FWX_ELOCKED or FWX_ESTATE (const) */
+int fwx_buffer_set_size(fwx_buffer_t *b, size_t n);
+size_t fwx_buffer_append(fwx_buffer_t *b, const char *p, size_t n);
+void fwx_buffer_lend(fwx_buffer_t *b);    /* a pending operation holds it read-only */
+void fwx_buffer_unlend(fwx_buffer_t *b);
+int fwx_buffer_lent(const fwx_buffer_t *b);
+
+/* ---- sockets (socket.c, stream.c, udp.c) ---- */
+typedef enum { FWX_TCP = 1, FWX_UDP = 2 } fwx_proto_t;
+typedef enum {
+  FWX_OPT_NODELAY = 1, FWX_OPT_KEEPALIVE, FWX_OPT_REUSEADDR,
+  FWX_OPT_RCVBUF, FWX_OPT_SNDBUF, FWX_OPT_BROADCAST, FWX_OPT_TTL
+} fwx_sockopt_t;
+
+int fwx_socket_new(fwx_port_t *port, fwx_proto_t proto, fwx_socket_t **out);
+void fwx_socket_ref(fwx_socket_t *s);
+void fwx_socket_unref(fwx_socket_t *s);
+fwx_proto_t fwx_socket_proto(const fwx_socket_t *s);
+int fwx_socket_closed(const fwx_socket_t *s);
+int fwx_socket_bind(fwx_socket_t *s, const struct sockaddr *addr);
+int fwx_socket_listen(fwx_socket_t *s, int backlog);
+int fwx_socket_accept(fwx_socket_t *s, uintptr_t key);
+int fwx_socket_connect(fwx_socket_t *s, const struct sockaddr *addr, uintptr_t key);
+/* buf NULL: the service supplies the buffer. */
+int fwx_socket_recv(fwx_socket_t *s, fwx_buffer_t *buf, uintptr_t key);
+/* Send buf (if not NULL) or a copy of data/len. notify 0: no packet is delivered. */
+int fwx_socket_send(fwx_socket_t *s, fwx_buffer_t *buf, const char *data, size_t len,
+                    const struct sockaddr *to, int notify, uintptr_t key);
+int fwx_socket_shutdown(fwx_socket_t *s);
+int fwx_socket_close(fwx_socket_t *s, int abortive);
+int fwx_socket_name(fwx_socket_t *s, int peer, struct sockaddr_storage *out);
+int fwx_socket_setopt(fwx_socket_t *s, fwx_sockopt_t opt, int value);
+int fwx_socket_getopt(fwx_socket_t *s, fwx_sockopt_t opt, int *value);
+int fwx_socket_fd(fwx_socket_t *s);
+size_t fwx_socket_pending(const fwx_socket_t *s);
+
+/* ---- hooked handles (handle.c) ---- */
+int fwx_handle_hook(fwx_port_t *port, int fd, fwx_handle_t **out); /* dups fd */
+void fwx_handle_unref(fwx_handle_t *h);
+int fwx_handle_is_file(const fwx_handle_t *h);
+/* offset < 0: the handle's own position (files), which completions advance. */
+int fwx_handle_read(fwx_handle_t *h, fwx_op_t *op, fwx_buffer_t *buf, int64_t offset,
+                    uintptr_t key);
+int fwx_handle_write(fwx_handle_t *h, fwx_op_t *op, fwx_buffer_t *buf, int64_t offset,
+                     uintptr_t key);
+int fwx_handle_close(fwx_handle_t *h);
+int fwx_handle_closed(const fwx_handle_t *h);
+
+/* ---- timers (timer.c) and look-ups (lookup.c) ---- */
+int fwx_timer_start(fwx_port_t *port, uint64_t ms, uint64_t repeat_ms, uintptr_t key,
+                    fwx_timer_t **out);
+int fwx_timer_cancel(fwx_timer_t *t);     /* 0, or UV_ENOENT if already finished */
+int fwx_timer_active(const fwx_timer_t *t);
+void fwx_timer_unref(fwx_timer_t *t);
+int fwx_lookup(fwx_port_t *port, const char *name, uintptr_t key);
+void fwx_lookup_free(struct addrinfo *result);
+
+#endif

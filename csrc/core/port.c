@@ -1,0 +1,346 @@
+/* port.c: the completion port. One libuv loop, one FIFO of completed overlapped
+ * records, and the count of operations started and not yet dequeued.
+ *
+ * libuv callbacks end an operation with fwx__op_complete(), which only links the
+ * record into the FIFO; nothing is called back from here. The owner of the port
+ * dequeues with fwx_port_get() and decides what to run, which is what keeps Lua out of
+ * libuv callbacks and makes every notification non-inline. */
+#include "fwx-int.h"
+#include <signal.h>
+
+#define FWX__FREE_MAX 1024 /* recycled records kept per port */
+
+static void ignore_sigpipe(void) {
+  /* A write to a socket the peer reset must fail with EPIPE, not kill the process;
+   * respect a handler the embedding program installed. */
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+  }
+}
+
+int fwx_port_new(fwx_port_t **out) {
+  fwx_port_t *port;
+  int r = UV_ENOMEM;
+
+  port = calloc(1, sizeof *port);
+  if (port == NULL) goto fail;
+  port->scratch = malloc(FWX__READ_CHUNK);
+  if (port->scratch == NULL) goto fail;
+  r = uv_loop_init(&port->loop);
+  if (r != 0) goto fail;
+  port->loop.data = port;
+  port->refs = 1;
+  fwx__list_init(&port->sockets);
+  fwx__list_init(&port->handles);
+  fwx__list_init(&port->timers);
+  fwx__list_init(&port->ops);
+  ignore_sigpipe();
+  *out = port;
+  return 0;
+
+fail:
+  if (port != NULL) free(port->scratch);
+  free(port);
+  return r;
+}
+
+void fwx_port_ref(fwx_port_t *port) { port->refs++; }
+
+static void discard_all(fwx_port_t *port) {
+  fwx_completion_t c;
+  while (fwx_port_get(port, &c)) fwx_completion_release(&c);
+}
+
+void fwx_port_unref(fwx_port_t *port) {
+  fwx_op_t *op;
+  fwx__sendop_t *so;
+
+  if (--port->refs > 0) return;
+  if (!port->finished) {
+    /* Nobody will dequeue any more: end everything and drop the packets. */
+    fwx_port_shutdown(port);
+    for (;;) {
+      discard_all(port);
+      if (port->pending == 0) break;
+      fwx_port_poll(port, 1);
+    }
+    fwx_port_finish(port);
+  }
+  while ((op = port->free_ops) != NULL) {
+    port->free_ops = op->next;
+    free(op);
+  }
+  while ((so = port->free_sends) != NULL) {
+    port->free_sends = so->free_next;
+    free(so);
+  }
+  free(port->scratch);
+  free(port);
+}
+
+uv_loop_t *fwx_port_loop(fwx_port_t *port) { return &port->loop; }
+size_t fwx_port_queued(const fwx_port_t *port) { return port->queued; }
+size_t fwx_port_pending(const fwx_port_t *port) { return port->pending; }
+int fwx_port_closing(const fwx_port_t *port) { return port->closing; }
+
+char *fwx__scratch_get(fwx_port_t *port) { return port->scratch; }
+
+/* ---- overlapped record life cycle ---- */
+
+void fwx__op_init(fwx_op_t *op, fwx_port_t *port, fwx_op_kind_t kind) {
+  memset(op, 0, sizeof *op);
+  op->port = port;
+  op->kind = (unsigned char)kind;
+  op->notify = 1;
+  op->last = 1;
+}
+
+void fwx__op_start(fwx_op_t *op, uintptr_t key, void *object, void (*release)(void *)) {
+  assert(op->state == FWX__IDLE);
+  op->key = key;
+  op->object = object;
+  op->release_object = release;
+  op->bytes = 0;
+  op->status = 0;
+  op->error = 0;
+  op->cancelled = 0;
+  op->has_address = 0;
+  op->state = FWX__PENDING;
+  op->port->pending++;
+}
+
+static void recycle(fwx_port_t *port, fwx_op_t *op) {
+  if (port->free_count < FWX__FREE_MAX) {
+    op->next = port->free_ops;
+    port->free_ops = op;
+    port->free_count++;
+  } else {
+    free(op);
+  }
+}
+
+static void recycle_send(fwx_port_t *port, fwx__sendop_t *so) {
+  if (port->free_count < FWX__FREE_MAX) {
+    so->free_next = port->free_sends;
+    port->free_sends = so;
+    port->free_count++;
+  } else {
+    free(so);
+  }
+}
+
+/* Release what a finished record holds that the dequeuer does not take over. */
+static void op_release_held(fwx_op_t *op) {
+  if (op->lent && op->buf != NULL) {
+    fwx_buffer_unlend(op->buf);
+    fwx_buffer_unref(op->buf);
+    op->buf = NULL;
+  }
+  op->lent = 0;
+  if (op->object != NULL && op->release_object != NULL) op->release_object(op->object);
+}
+
+static void op_free(fwx_op_t *op) {
+  fwx_port_t *port = op->port;
+  if (op->heap == 1) {
+    recycle(port, op);
+  } else if (op->heap == 2) {
+    recycle_send(port, fwx__container_of(op, fwx__sendop_t, op));
+  } else if (op->heap == 3) {
+    free(fwx__container_of(op, fwx__reqop_t, op));
+  }
+}
+
+void fwx__op_complete(fwx_op_t *op, int status) {
+  fwx_port_t *port = op->port;
+
+  assert(op->state == FWX__PENDING);
+  op->status = status;
+  if (!op->notify) {
+    /* A Send with no sink: nobody is told, but it was pending until now. */
+    op->state = FWX__IDLE;
+    port->pending--;
+    op_release_held(op);
+    op_free(op);
+    return;
+  }
+  op->state = FWX__QUEUED;
+  op->next = NULL;
+  if (port->tail != NULL)
+    port->tail->next = op;
+  else
+    port->head = op;
+  port->tail = op;
+  port->queued++;
+}
+
+fwx_op_t *fwx__op_alloc(fwx_port_t *port, fwx_op_kind_t kind) {
+  fwx_op_t *op = port->free_ops;
+  if (op != NULL) {
+    port->free_ops = op->next;
+    port->free_count--;
+  } else {
+    op = malloc(sizeof *op);
+    if (op == NULL) return NULL;
+  }
+  fwx__op_init(op, port, kind);
+  op->heap = 1;
+  return op;
+}
+
+fwx__sendop_t *fwx__sendop_alloc(fwx_port_t *port) {
+  fwx__sendop_t *so = port->free_sends;
+  if (so != NULL) {
+    port->free_sends = so->free_next;
+    port->free_count--;
+  } else {
+    so = malloc(sizeof *so);
+    if (so == NULL) return NULL;
+  }
+  fwx__op_init(&so->op, port, FWX_OP_SEND);
+  so->op.heap = 2;
+  return so;
+}
+
+/* ---- dequeue ---- */
+
+int fwx_port_get(fwx_port_t *port, fwx_completion_t *out) {
+  fwx_op_t *op = port->head;
+  int ok;
+
+  if (op == NULL) return 0;
+  port->head = op->next;
+  if (port->head == NULL) port->tail = NULL;
+  port->queued--;
+  port->pending--;
+
+  if (op->cancelled) {
+    /* Cancelled by the caller or by shutdown: 995, even if the work raced to an end. */
+    op->status = UV_ECANCELED;
+    op->error = 0;
+  }
+  out->kind = (fwx_op_kind_t)op->kind;
+  out->status = op->status;
+  if (op->error != 0) {
+    out->error = op->error; /* decided by the operation itself, e.g. ERROR_MORE_DATA */
+    ok = 0;
+  } else {
+    out->error = fwx__completion_error((fwx_op_kind_t)op->kind, op->status, &ok);
+  }
+  out->ok = ok;
+  out->bytes = op->bytes;
+  out->key = op->key;
+  out->object = op->object;
+  out->last = op->last;
+  out->accepted = op->accepted;
+  out->result = op->result;
+  out->has_address = 0;
+  if (op->has_address && op->object != NULL && op->kind == FWX_OP_RECV) {
+    fwx_socket_t *s = op->object;
+    if (s->udp != NULL) {
+      memcpy(&out->address, &s->udp->recv_addr, sizeof out->address);
+      out->has_address = 1;
+    }
+  }
+  op->accepted = NULL;
+  op->result = NULL;
+  if (op->lent) {
+    out->buffer = NULL;
+  } else {
+    out->buffer = op->buf; /* the reference passes to the caller */
+    op->buf = NULL;
+  }
+  op->state = FWX__IDLE;
+  op_release_held(op);
+  out->op = op->heap ? NULL : op;
+  op_free(op);
+  return 1;
+}
+
+void fwx_completion_release(fwx_completion_t *c) {
+  if (c->buffer != NULL) fwx_buffer_unref(c->buffer);
+  if (c->accepted != NULL) {
+    fwx_socket_close(c->accepted, 0);
+    fwx_socket_unref(c->accepted);
+  }
+  if (c->result != NULL) fwx_lookup_free(c->result);
+  c->buffer = NULL;
+  c->accepted = NULL;
+  c->result = NULL;
+}
+
+size_t fwx_port_poll(fwx_port_t *port, int block) {
+  if (!port->finished) uv_run(&port->loop, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);
+  return port->queued;
+}
+
+static void wait_timeout_cb(uv_timer_t *t) { *(int *)t->data = 1; }
+static void wait_timer_close_cb(uv_handle_t *h) { free(h); }
+
+int fwx_port_wait(fwx_port_t *port, fwx_completion_t *out, int timeout_ms) {
+  uv_timer_t *timer = NULL;
+  int expired = 0, got = 0;
+
+  if (fwx_port_get(port, out)) return 1;
+  if (timeout_ms == 0) {
+    fwx_port_poll(port, 0);
+    return fwx_port_get(port, out);
+  }
+  if (timeout_ms > 0) {
+    timer = malloc(sizeof *timer);
+    if (timer == NULL) return UV_ENOMEM;
+    uv_timer_init(&port->loop, timer);
+    timer->data = &expired;
+    uv_timer_start(timer, wait_timeout_cb, (uint64_t)timeout_ms, 0);
+  }
+  while (!(got = fwx_port_get(port, out)) && !expired) {
+    if (port->pending == 0) break;
+    fwx_port_poll(port, 1);
+  }
+  if (timer != NULL) uv_close((uv_handle_t *)timer, wait_timer_close_cb);
+  return got;
+}
+
+int fwx_port_post(fwx_port_t *port, uintptr_t key) {
+  fwx_op_t *op;
+  if (port->closing) return FWX_ECLOSED;
+  op = fwx__op_alloc(port, FWX_OP_TASK);
+  if (op == NULL) return UV_ENOMEM;
+  fwx__op_start(op, key, NULL, NULL);
+  fwx__op_complete(op, 0);
+  return 0;
+}
+
+/* ---- shutdown ---- */
+
+void fwx_port_shutdown(fwx_port_t *port) {
+  if (port->closing) return;
+  port->closing = 1;
+  fwx__socket_shutdown_all(port);
+  fwx__handle_shutdown_all(port);
+  fwx__timer_shutdown_all(port);
+  fwx__lookup_shutdown_all(port);
+}
+
+static void close_walk_cb(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+int fwx_port_finish(fwx_port_t *port) {
+  int r;
+  if (port->finished) return 0;
+  fwx_port_shutdown(port);
+  /* Let close callbacks run; they free what libuv still saw. */
+  uv_run(&port->loop, UV_RUN_DEFAULT);
+  r = uv_loop_close(&port->loop);
+  if (r == UV_EBUSY) {
+    uv_walk(&port->loop, close_walk_cb, NULL);
+    uv_run(&port->loop, UV_RUN_DEFAULT);
+    r = uv_loop_close(&port->loop);
+  }
+  port->finished = 1;
+  return r;
+}

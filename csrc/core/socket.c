@@ -1,0 +1,419 @@
+/* socket.c: network sockets (IFWXNetworkSocket): create, bind, listen, accept,
+ * connect, receive, send, shutdown, close, names and options. TCP receives and sends
+ * go through stream.c, UDP ones through udp.c.
+ *
+ * References: the creator holds one, the libuv handle one (dropped in the close
+ * callback), each pending operation one. The memory goes with the last. */
+#include "fwx-int.h"
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+static void socket_release(void *s) { fwx_socket_unref(s); }
+
+static void close_cb(uv_handle_t *h) {
+  fwx_socket_t *s = fwx__container_of(h, fwx_socket_t, uv.handle);
+  fwx_socket_unref(s);
+}
+
+int fwx_socket_new(fwx_port_t *port, fwx_proto_t proto, fwx_socket_t **out) {
+  fwx_socket_t *s;
+  int r = UV_ENOMEM;
+
+  if (port->closing) return FWX_ECLOSED;
+  if (proto != FWX_TCP && proto != FWX_UDP) return FWX_EINVAL;
+  s = calloc(1, sizeof *s);
+  if (s == NULL) goto fail;
+  if (proto == FWX_UDP) {
+    s->udp = calloc(1, sizeof *s->udp);
+    if (s->udp == NULL) goto fail;
+    r = uv_udp_init(&port->loop, &s->uv.udp);
+    if (r != 0) goto fail;
+    s->uv.udp.data = s;
+  } else {
+    r = uv_tcp_init(&port->loop, &s->uv.tcp);
+    if (r != 0) goto fail;
+    fwx__reader_init(&s->reader, port, &s->uv.stream);
+  }
+  /* Nothing can fail past this point. */
+  s->port = port;
+  s->proto = proto;
+  s->refs = 2; /* the caller and the libuv handle */
+  fwx_port_ref(port);
+  fwx__op_init(&s->recv_op, port, FWX_OP_RECV);
+  fwx__op_init(&s->conn_op, port, FWX_OP_CONNECT);
+  fwx__list_insert(&port->sockets, &s->link);
+  *out = s;
+  return 0;
+
+fail:
+  if (s != NULL) free(s->udp);
+  free(s);
+  return r;
+}
+
+void fwx_socket_ref(fwx_socket_t *s) { s->refs++; }
+
+void fwx_socket_unref(fwx_socket_t *s) {
+  fwx_port_t *port;
+  assert(s->refs > 0);
+  if (--s->refs > 0) return;
+  port = s->port;
+  free(s->udp);
+  free(s);
+  fwx_port_unref(port);
+}
+
+fwx_proto_t fwx_socket_proto(const fwx_socket_t *s) { return s->proto; }
+int fwx_socket_closed(const fwx_socket_t *s) { return s->closed; }
+
+int fwx_socket_fd(fwx_socket_t *s) {
+  uv_os_fd_t fd;
+  if (s->closed || uv_fileno(&s->uv.handle, &fd) != 0) return -1;
+  return fd;
+}
+
+static int set_int_opt(fwx_socket_t *s, int level, int name, int value) {
+  int fd = fwx_socket_fd(s);
+  if (fd < 0) return UV_EBADF;
+  if (setsockopt(fd, level, name, &value, sizeof value) != 0) return uv_translate_sys_error(errno);
+  return 0;
+}
+
+/* Options set before the descriptor existed take effect once it does. */
+static void apply_deferred_opts(fwx_socket_t *s) {
+  int v;
+  if (s->has_fd) return;
+  if (fwx_socket_fd(s) < 0) return;
+  s->has_fd = 1;
+  if (s->rcvbuf > 0) {
+    v = s->rcvbuf;
+    uv_recv_buffer_size(&s->uv.handle, &v);
+  }
+  if (s->sndbuf > 0) {
+    v = s->sndbuf;
+    uv_send_buffer_size(&s->uv.handle, &v);
+  }
+}
+
+int fwx_socket_bind(fwx_socket_t *s, const struct sockaddr *addr) {
+  int r;
+  if (s->closed) return FWX_ECLOSED;
+  if (s->proto == FWX_UDP)
+    r = uv_udp_bind(&s->uv.udp, addr, s->reuseaddr ? UV_UDP_REUSEADDR : 0);
+  else
+    r = uv_tcp_bind(&s->uv.tcp, addr, 0);
+  if (r == 0) apply_deferred_opts(s);
+  return r;
+}
+
+static void do_accept(fwx_socket_t *s);
+
+static void connection_cb(uv_stream_t *server, int status) {
+  fwx_socket_t *s = fwx__container_of(server, fwx_socket_t, uv.stream);
+  int accept_pending = s->conn_op.state == FWX__PENDING;
+  if (status < 0) {
+    if (accept_pending)
+      fwx__op_complete(&s->conn_op, status);
+    else
+      s->conn_status = status;
+    return;
+  }
+  /* Without an Accept pending, libuv keeps the connection and stops watching the
+   * listener until uv_accept: the backlog is the backpressure. */
+  if (accept_pending)
+    do_accept(s);
+  else
+    s->conn_ready = 1;
+}
+
+static void do_accept(fwx_socket_t *s) {
+  fwx_socket_t *c;
+  int r = fwx_socket_new(s->port, FWX_TCP, &c);
+  if (r != 0) {
+    s->conn_ready = 1; /* libuv still holds it; the next Accept tries again */
+    fwx__op_complete(&s->conn_op, r);
+    return;
+  }
+  r = uv_accept(&s->uv.stream, &c->uv.stream);
+  if (r != 0) {
+    fwx_socket_close(c, 0);
+    fwx_socket_unref(c);
+    fwx__op_complete(&s->conn_op, r);
+    return;
+  }
+  c->has_fd = 1;
+  s->conn_op.accepted = c; /* the creator's reference goes with the packet */
+  fwx__op_complete(&s->conn_op, 0);
+}
+
+int fwx_socket_listen(fwx_socket_t *s, int backlog) {
+  int r;
+  if (s->closed) return FWX_ECLOSED;
+  if (s->proto != FWX_TCP || s->listening) return FWX_ESTATE;
+  r = uv_listen(&s->uv.stream, backlog, connection_cb);
+  if (r == 0) {
+    s->listening = 1;
+    apply_deferred_opts(s);
+  }
+  return r;
+}
+
+static int check_start(fwx_socket_t *s, fwx_op_t *op) {
+  if (s->closed || s->port->closing) return FWX_ECLOSED;
+  if (op->state != FWX__IDLE) return FWX_EBUSY;
+  return 0;
+}
+
+static void start(fwx_socket_t *s, fwx_op_t *op, fwx_op_kind_t kind, uintptr_t key) {
+  op->kind = (unsigned char)kind;
+  s->refs++;
+  fwx__op_start(op, key, s, socket_release);
+}
+
+int fwx_socket_accept(fwx_socket_t *s, uintptr_t key) {
+  int r = check_start(s, &s->conn_op);
+  if (r != 0) return r;
+  if (!s->listening) return FWX_ESTATE;
+  start(s, &s->conn_op, FWX_OP_ACCEPT, key);
+  if (s->conn_status != 0) {
+    r = s->conn_status;
+    s->conn_status = 0;
+    fwx__op_complete(&s->conn_op, r);
+  } else if (s->conn_ready) {
+    s->conn_ready = 0;
+    do_accept(s);
+  }
+  return 0;
+}
+
+static void connect_cb(uv_connect_t *req, int status) {
+  fwx_socket_t *s = req->data;
+  s->connecting = 0;
+  if (status == 0) apply_deferred_opts(s);
+  fwx__op_complete(&s->conn_op, status);
+}
+
+int fwx_socket_connect(fwx_socket_t *s, const struct sockaddr *addr, uintptr_t key) {
+  int r = check_start(s, &s->conn_op);
+  if (r != 0) return r;
+  if (s->listening) return FWX_ESTATE;
+  start(s, &s->conn_op, FWX_OP_CONNECT, key);
+  if (s->proto == FWX_UDP) {
+    r = uv_udp_connect(&s->uv.udp, addr);
+    if (r == 0) apply_deferred_opts(s);
+    fwx__op_complete(&s->conn_op, r);
+    return 0;
+  }
+  s->connect_req.data = s;
+  r = uv_tcp_connect(&s->connect_req, &s->uv.tcp, addr, connect_cb);
+  if (r != 0) {
+    /* Refused at once (unreachable, bad family): still a notification. */
+    fwx__op_complete(&s->conn_op, r);
+    return 0;
+  }
+  s->connecting = 1;
+  apply_deferred_opts(s);
+  return 0;
+}
+
+int fwx_socket_recv(fwx_socket_t *s, fwx_buffer_t *buf, uintptr_t key) {
+  int r = check_start(s, &s->recv_op);
+  if (r != 0) return r;
+  if (s->listening) return FWX_ESTATE;
+  if (buf != NULL) {
+    if (fwx_buffer_capacity(buf) == 0) return FWX_EINVAL;
+    r = fwx_buffer_writable(buf);
+    if (r != 0) return r;
+  }
+  start(s, &s->recv_op, FWX_OP_RECV, key);
+  if (buf != NULL) {
+    fwx_buffer_ref(buf);
+    s->recv_op.buf = buf;
+  }
+  if (s->proto == FWX_UDP) return fwx__udp_recv(s, &s->recv_op);
+  return fwx__reader_recv(&s->reader, &s->recv_op);
+}
+
+int fwx_socket_send(fwx_socket_t *s, fwx_buffer_t *buf, const char *data, size_t len,
+                    const struct sockaddr *to, int notify, uintptr_t key) {
+  fwx__sendop_t *so;
+  if (s->closed || s->port->closing) return FWX_ECLOSED;
+  if (s->listening || (to != NULL && s->proto != FWX_UDP)) return FWX_ESTATE;
+  so = fwx__sendop_alloc(s->port);
+  if (so == NULL) return UV_ENOMEM;
+  so->op.notify = (unsigned char)(notify != 0);
+  start(s, &so->op, FWX_OP_SEND, key);
+  if (buf != NULL) {
+    fwx_buffer_ref(buf);
+    fwx_buffer_lend(buf);
+    so->op.buf = buf;
+    so->op.lent = 1;
+    data = fwx_buffer_data(buf);
+    len = fwx_buffer_size(buf);
+  }
+  if (s->shut) {
+    fwx__op_complete(&so->op, UV_ESHUTDOWN);
+    return 0;
+  }
+  if (s->proto == FWX_UDP) return fwx__udp_send(s, so, data, len, to);
+  return fwx__stream_write(&s->uv.stream, &so->req.write, &so->op, data, len);
+}
+
+static void close_now(fwx_socket_t *s, int abortive) {
+  if (s->uv_closing) return;
+  s->uv_closing = 1;
+  fwx__list_remove(&s->link);
+  if (abortive && s->proto == FWX_TCP && s->has_fd) {
+    /* SO_LINGER {1, 0}: close sends RST, as SO_DONTLINGER does for the SDK. */
+    struct linger l;
+    uv_os_fd_t fd;
+    l.l_onoff = 1;
+    l.l_linger = 0;
+    if (uv_fileno(&s->uv.handle, &fd) == 0) setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  }
+  uv_close(&s->uv.handle, close_cb);
+}
+
+static void shutdown_cb(uv_shutdown_t *req, int status) {
+  fwx_socket_t *s = req->data;
+  (void)status;
+  if (s->close_after_shutdown) close_now(s, 0);
+  fwx_socket_unref(s);
+}
+
+static int start_shutdown(fwx_socket_t *s) {
+  int r;
+  s->shutdown_req.data = s;
+  r = uv_shutdown(&s->shutdown_req, &s->uv.stream, shutdown_cb);
+  if (r != 0) return r;
+  s->shut = 1;
+  s->refs++;
+  return 0;
+}
+
+int fwx_socket_shutdown(fwx_socket_t *s) {
+  if (s->closed) return FWX_ECLOSED;
+  if (s->proto != FWX_TCP || s->listening) return FWX_ESTATE;
+  if (s->shut) return 0;
+  return start_shutdown(s);
+}
+
+/* force: the port is shutting down, nothing waits for the peer. */
+static int close_socket(fwx_socket_t *s, int abortive, int force) {
+  if (s->closed) {
+    if (abortive || force) close_now(s, abortive);
+    return 0;
+  }
+  s->closed = 1;
+  if (s->proto == FWX_UDP)
+    fwx__udp_cancel(s, UV_ECANCELED);
+  else
+    fwx__reader_cancel(&s->reader, UV_ECANCELED);
+  /* Accepts are ours to end; a pending connect and queued writes are ended by libuv
+   * with UV_ECANCELED when the handle closes. */
+  if (s->conn_op.state == FWX__PENDING && s->conn_op.kind == FWX_OP_ACCEPT)
+    fwx__op_complete(&s->conn_op, UV_ECANCELED);
+  if (!abortive && !force && s->proto == FWX_TCP && s->reader.writes > 0) {
+    /* A graceful close flushes what was already sent, as closesocket's does: the
+     * shutdown request runs after the queued writes and then closes the handle. */
+    s->close_after_shutdown = 1;
+    if (s->shut || start_shutdown(s) == 0) return 0;
+  }
+  close_now(s, abortive);
+  return 0;
+}
+
+int fwx_socket_close(fwx_socket_t *s, int abortive) { return close_socket(s, abortive, 0); }
+
+void fwx__socket_shutdown_all(fwx_port_t *port) {
+  while (!fwx__list_empty(&port->sockets)) {
+    fwx_socket_t *s = fwx__container_of(port->sockets.next, fwx_socket_t, link);
+    close_socket(s, 0, 1);
+  }
+}
+
+int fwx_socket_name(fwx_socket_t *s, int peer, struct sockaddr_storage *out) {
+  int len = sizeof *out;
+  if (s->closed) return FWX_ECLOSED;
+  memset(out, 0, sizeof *out);
+  if (s->proto == FWX_UDP)
+    return peer ? uv_udp_getpeername(&s->uv.udp, (struct sockaddr *)out, &len)
+                : uv_udp_getsockname(&s->uv.udp, (struct sockaddr *)out, &len);
+  return peer ? uv_tcp_getpeername(&s->uv.tcp, (struct sockaddr *)out, &len)
+              : uv_tcp_getsockname(&s->uv.tcp, (struct sockaddr *)out, &len);
+}
+
+int fwx_socket_setopt(fwx_socket_t *s, fwx_sockopt_t opt, int value) {
+  int fd;
+  if (s->closed) return FWX_ECLOSED;
+  fd = fwx_socket_fd(s);
+  switch (opt) {
+  case FWX_OPT_NODELAY:
+    if (s->proto != FWX_TCP) return FWX_ESTATE;
+    return uv_tcp_nodelay(&s->uv.tcp, value != 0);
+  case FWX_OPT_KEEPALIVE:
+    if (s->proto != FWX_TCP) return FWX_ESTATE;
+    /* value: seconds of idle before probes; 1 (true) means libuv's usual 60. */
+    return uv_tcp_keepalive(&s->uv.tcp, value != 0, value > 1 ? (unsigned)value : 60);
+  case FWX_OPT_REUSEADDR:
+    s->reuseaddr = value != 0;
+    return fd >= 0 ? set_int_opt(s, SOL_SOCKET, SO_REUSEADDR, value != 0) : 0;
+  case FWX_OPT_RCVBUF:
+    if (value <= 0) return FWX_EINVAL;
+    if (fd < 0) {
+      s->rcvbuf = value;
+      return 0;
+    }
+    return uv_recv_buffer_size(&s->uv.handle, &value);
+  case FWX_OPT_SNDBUF:
+    if (value <= 0) return FWX_EINVAL;
+    if (fd < 0) {
+      s->sndbuf = value;
+      return 0;
+    }
+    return uv_send_buffer_size(&s->uv.handle, &value);
+  case FWX_OPT_BROADCAST:
+    if (s->proto != FWX_UDP) return FWX_ESTATE;
+    return uv_udp_set_broadcast(&s->uv.udp, value != 0);
+  case FWX_OPT_TTL:
+    if (s->proto == FWX_UDP) return uv_udp_set_ttl(&s->uv.udp, value);
+    return set_int_opt(s, IPPROTO_IP, IP_TTL, value);
+  }
+  return FWX_EINVAL;
+}
+
+int fwx_socket_getopt(fwx_socket_t *s, fwx_sockopt_t opt, int *value) {
+  int fd, level = SOL_SOCKET, name;
+  socklen_t len = sizeof *value;
+  if (s->closed) return FWX_ECLOSED;
+  fd = fwx_socket_fd(s);
+  switch (opt) {
+  case FWX_OPT_NODELAY: level = IPPROTO_TCP; name = TCP_NODELAY; break;
+  case FWX_OPT_KEEPALIVE: name = SO_KEEPALIVE; break;
+  case FWX_OPT_REUSEADDR: name = SO_REUSEADDR; break;
+  case FWX_OPT_RCVBUF: name = SO_RCVBUF; break;
+  case FWX_OPT_SNDBUF: name = SO_SNDBUF; break;
+  case FWX_OPT_BROADCAST: name = SO_BROADCAST; break;
+  case FWX_OPT_TTL: level = IPPROTO_IP; name = IP_TTL; break;
+  default: return FWX_EINVAL;
+  }
+  if ((opt == FWX_OPT_NODELAY || opt == FWX_OPT_KEEPALIVE) && s->proto != FWX_TCP)
+    return FWX_ESTATE;
+  if (fd < 0) {
+    /* No descriptor yet: report what will be applied. */
+    if (opt == FWX_OPT_REUSEADDR) *value = s->reuseaddr;
+    else if (opt == FWX_OPT_RCVBUF) *value = s->rcvbuf;
+    else if (opt == FWX_OPT_SNDBUF) *value = s->sndbuf;
+    else return UV_EBADF;
+    return 0;
+  }
+  if (getsockopt(fd, level, name, value, &len) != 0) return uv_translate_sys_error(errno);
+  return 0;
+}
+
+size_t fwx_socket_pending(const fwx_socket_t *s) {
+  /* References beyond the creator's and the handle's are pending operations. */
+  int extra = s->refs - 1 - (s->closed ? 0 : 1);
+  return extra > 0 ? (size_t)extra : 0;
+}

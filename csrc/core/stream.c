@@ -1,0 +1,214 @@
+/* stream.c: one-shot receives and ordered sends on a libuv stream (TCP sockets and
+ * hooked pipes).
+ *
+ * The SDK's Recv is one-shot; libuv reads continuously. Re-arming per receive would
+ * cost an epoll_ctl each time, so reading stays armed while receives keep coming, and
+ * a chunk that arrives with none pending is held (one per stream) with reading paused
+ * until a receive claims it: the kernel's buffer does the backpressure. */
+#include "fwx-int.h"
+
+static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+
+void fwx__reader_init(fwx__reader_t *r, fwx_port_t *port, uv_stream_t *stream) {
+  memset(r, 0, sizeof *r);
+  r->port = port;
+  r->stream = stream;
+  stream->data = r;
+}
+
+static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  fwx__reader_t *r = h->data;
+  fwx_op_t *op = r->op;
+  (void)hint;
+  if (op != NULL && op->buf != NULL) {
+    /* A receive into the caller's buffer: read straight into it, no copy. */
+    *buf = uv_buf_init(fwx_buffer_data(op->buf), (unsigned)fwx_buffer_capacity(op->buf));
+  } else {
+    *buf = uv_buf_init(fwx__scratch_get(r->port), FWX__READ_CHUNK);
+  }
+}
+
+static void pause_reading(fwx__reader_t *r) {
+  if (r->reading) {
+    uv_read_stop(r->stream);
+    r->reading = 0;
+  }
+}
+
+static int resume_reading(fwx__reader_t *r) {
+  int rc;
+  if (r->reading || r->status != 0) return 0;
+  rc = uv_read_start(r->stream, alloc_cb, read_cb);
+  if (rc == 0) r->reading = 1;
+  return rc;
+}
+
+/* End the pending receive with status and no data. A graceful close still hands a
+ * service receive an empty buffer, so "0 bytes" reads the same either way. */
+static void end_recv(fwx__reader_t *r, fwx_op_t *op, int status) {
+  if (op->buf != NULL) {
+    fwx_buffer_unlend(op->buf);
+    if (status == UV_EOF) fwx__buffer_fill(op->buf, NULL, 0);
+  } else if (status == UV_EOF) {
+    op->buf = fwx_buffer_new(0);
+    if (op->buf == NULL) status = UV_ENOMEM;
+  }
+  if (r->op == op) r->op = NULL;
+  op->bytes = 0;
+  fwx__op_complete(op, status);
+}
+
+/* Give op up to its buffer's worth of bytes from p; a service receive gets exactly n. */
+static int fill_recv(fwx_op_t *op, const char *p, size_t n, size_t *taken) {
+  if (op->buf != NULL) {
+    size_t cap = fwx_buffer_capacity(op->buf);
+    if (n > cap) n = cap;
+    fwx__buffer_fill(op->buf, p, n);
+    fwx_buffer_unlend(op->buf);
+  } else {
+    op->buf = fwx_buffer_new(n);
+    if (op->buf == NULL) return UV_ENOMEM;
+    fwx__buffer_fill(op->buf, p, n);
+  }
+  op->bytes = n;
+  *taken = n;
+  return 0;
+}
+
+static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  fwx__reader_t *r = stream->data;
+  fwx_op_t *op = r->op;
+  size_t taken;
+  int rc;
+
+  if (nread == 0) return; /* EAGAIN */
+  if (nread < 0) {
+    r->status = (int)nread;
+    pause_reading(r);
+    if (op != NULL) end_recv(r, op, (int)nread);
+    return;
+  }
+  if (op != NULL) {
+    r->op = NULL;
+    rc = fill_recv(op, buf->base, (size_t)nread, &taken);
+    fwx__op_complete(op, rc);
+    return;
+  }
+  /* Nobody asked yet: hold the chunk and let the kernel buffer the rest. */
+  assert(r->chunk == NULL);
+  r->chunk = fwx_buffer_new((size_t)nread);
+  if (r->chunk == NULL) {
+    r->status = UV_ENOMEM;
+  } else {
+    fwx__buffer_fill(r->chunk, buf->base, (size_t)nread);
+    r->chunk_off = 0;
+  }
+  pause_reading(r);
+}
+
+int fwx__reader_recv(fwx__reader_t *r, fwx_op_t *op) {
+  int rc;
+
+  assert(r->op == NULL);
+  if (op->buf != NULL) fwx_buffer_lend(op->buf);
+  if (r->chunk != NULL) {
+    size_t avail = fwx_buffer_size(r->chunk) - r->chunk_off, taken = avail;
+    if (op->buf == NULL && r->chunk_off == 0) {
+      op->buf = r->chunk; /* hand the held chunk over whole */
+      op->bytes = avail;
+      r->chunk = NULL;
+      rc = 0;
+    } else {
+      rc = fill_recv(op, fwx_buffer_data(r->chunk) + r->chunk_off, avail, &taken);
+      r->chunk_off += taken;
+      if (r->chunk_off == fwx_buffer_size(r->chunk)) {
+        fwx_buffer_unref(r->chunk);
+        r->chunk = NULL;
+      }
+    }
+    fwx__op_complete(op, rc);
+    if (r->chunk == NULL) {
+      rc = resume_reading(r);
+      if (rc != 0) r->status = rc; /* the next receive reports it */
+    }
+    return 0;
+  }
+  r->op = op;
+  if (r->status != 0) {
+    end_recv(r, op, r->status);
+    return 0;
+  }
+  rc = resume_reading(r);
+  if (rc != 0) end_recv(r, op, rc); /* e.g. not connected: a notification, not a raise */
+  return 0;
+}
+
+void fwx__reader_cancel(fwx__reader_t *r, int status) {
+  if (r->op != NULL) end_recv(r, r->op, status);
+  if (r->chunk != NULL) {
+    fwx_buffer_unref(r->chunk);
+    r->chunk = NULL;
+  }
+  pause_reading(r);
+  if (r->status == 0) r->status = status;
+}
+
+/* Cancel one receive (an overlapped's), leaving the stream's state as it is. */
+int fwx__reader_cancel_op(fwx__reader_t *r, fwx_op_t *op) {
+  if (r->op != op) return UV_ENOENT;
+  end_recv(r, op, UV_ECANCELED);
+  return 0;
+}
+
+static void write_cb(uv_write_t *req, int status) {
+  fwx_op_t *op = req->data;
+  fwx__reader_t *r = req->handle->data;
+  r->writes--;
+  fwx__op_complete(op, status);
+}
+
+/* Write data/len (which op->buf holds, or which the caller only lends for this call):
+ * uv_try_write first, since libuv 1.44's uv_write costs an epoll_ctl per call, then
+ * queue the rest, copying borrowed bytes only when they must outlive the call. */
+int fwx__stream_write(uv_stream_t *stream, uv_write_t *req, fwx_op_t *op,
+                      const char *data, size_t len) {
+  fwx__reader_t *r = stream->data;
+  uv_buf_t b;
+  int n = 0, rc;
+
+  if (r->writes == 0 && len > 0) {
+    b = uv_buf_init((char *)data, (unsigned)len);
+    n = uv_try_write(stream, &b, 1);
+    if (n < 0 && n != UV_EAGAIN && n != UV_ENOSYS) {
+      fwx__op_complete(op, n);
+      return 0;
+    }
+    if (n < 0) n = 0;
+  }
+  op->bytes = len;
+  if ((size_t)n == len && r->writes == 0) {
+    fwx__op_complete(op, 0);
+    return 0;
+  }
+  if (op->buf == NULL) {
+    op->buf = fwx_buffer_const(data + n, len - (size_t)n);
+    if (op->buf == NULL) {
+      fwx__op_complete(op, UV_ENOMEM);
+      return 0;
+    }
+    fwx_buffer_lend(op->buf);
+    op->lent = 1;
+    data = fwx_buffer_data(op->buf);
+  } else {
+    data += n;
+  }
+  b = uv_buf_init((char *)data, (unsigned)(len - (size_t)n));
+  req->data = op;
+  rc = uv_write(req, stream, &b, 1, write_cb);
+  if (rc != 0) {
+    fwx__op_complete(op, rc);
+    return 0;
+  }
+  r->writes++;
+  return 0;
+}

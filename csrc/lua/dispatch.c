@@ -1,0 +1,288 @@
+/* dispatch.c: the dispatcher. It dequeues completion packets from the port and calls
+ * their notification interfaces under lua_pcall, and it keeps what each pending
+ * operation needs (sink, user data, object, lent buffer) anchored in the service's
+ * anchor table until its last notification is delivered.
+ *
+ * This is the only place Lua is entered for a completion, and it is never inside a
+ * libuv callback: fwx_port_poll() runs the loop, the callbacks queue packets, and
+ * packets are delivered after it returns. */
+#include "lfwx.h"
+#include <stdio.h>
+#include <stdlib.h>
+
+static int debug_gc; /* tests: a GC step after every notification */
+
+void lfwx_set_debug_gc(int on) { debug_gc = on; }
+
+/* Anchor the values at the given stack indices (0: nil) in a free slot; return it.
+ * The caller has the service box at svidx. */
+int lfwx_anchor(lua_State *L, lfwx_service_t *sv, int svidx, int obj_idx, int sink_idx,
+                int ud_idx, int extra_idx) {
+  int slot, base, i, idx[LFWX_A_WIDTH];
+  if (sv->nfree > 0) {
+    slot = sv->free_slots[--sv->nfree];
+  } else {
+    /* Grow the free list now, so that freeing a slot later can never fail. */
+    if (sv->next_slot + 1 > sv->capfree) {
+      int cap = sv->capfree ? sv->capfree * 2 : 64;
+      int *p = realloc(sv->free_slots, sizeof *p * (size_t)cap);
+      if (p == NULL) return luaL_error(L, "not enough memory");
+      sv->free_slots = p;
+      sv->capfree = cap;
+    }
+    slot = ++sv->next_slot;
+  }
+  idx[0] = sink_idx;
+  idx[1] = ud_idx;
+  idx[2] = obj_idx;
+  idx[3] = extra_idx;
+  base = (slot - 1) * LFWX_A_WIDTH;
+  lua_getiuservalue(L, svidx, LFWX_UV_ANCHORS);
+  for (i = 0; i < LFWX_A_WIDTH; i++) {
+    if (idx[i] != 0)
+      lua_pushvalue(L, idx[i]);
+    else
+      lua_pushnil(L);
+    lua_rawseti(L, -2, base + i + 1);
+  }
+  lua_pop(L, 1);
+  sv->live_slots++;
+  return slot;
+}
+
+static void clear_slot(lua_State *L, lfwx_service_t *sv, int tidx, int slot) {
+  int base = (slot - 1) * LFWX_A_WIDTH, i;
+  for (i = 1; i <= LFWX_A_WIDTH; i++) {
+    lua_pushnil(L);
+    lua_rawseti(L, tidx, base + i);
+  }
+  sv->free_slots[sv->nfree++] = slot;
+  sv->live_slots--;
+}
+
+/* Undo lfwx_anchor for an operation that did not start. */
+void lfwx_unanchor(lua_State *L, lfwx_service_t *sv, int svidx, int slot) {
+  lua_getiuservalue(L, svidx, LFWX_UV_ANCHORS);
+  clear_slot(L, sv, lua_gettop(L), slot);
+  lua_pop(L, 1);
+}
+
+void lfwx_check_sink(lua_State *L, int idx, const char *method, int optional) {
+  int t = lua_type(L, idx), ok = 0;
+  if (t == LUA_TFUNCTION) return;
+  if (optional && t <= LUA_TNIL) return;
+  if (t == LUA_TTABLE) {
+    ok = lua_getfield(L, idx, method) == LUA_TFUNCTION;
+    lua_pop(L, 1);
+  } else if (t == LUA_TUSERDATA && luaL_getmetafield(L, idx, "__index") != LUA_TNIL) {
+    lua_pop(L, 1);
+    ok = lua_getfield(L, idx, method) == LUA_TFUNCTION;
+    lua_pop(L, 1);
+  }
+  if (!ok)
+    luaL_argerror(L, idx,
+                  lua_pushfstring(L, "sink must be a function or an object with a %s method%s",
+                                  method, optional ? ", or nil" : ""));
+}
+
+static const char *method_of(fwx_op_kind_t kind, int on_handle) {
+  switch (kind) {
+  case FWX_OP_ACCEPT: return "CompleteAsyncAccept";
+  case FWX_OP_CONNECT: return "CompleteAsyncConnect";
+  case FWX_OP_TASK: return "CompleteTask";
+  case FWX_OP_TIMER: return "CompleteTimer";
+  case FWX_OP_LOOKUP: return "CompleteGetHostByName";
+  default: (void)on_handle; return "CompleteAsyncIO";
+  }
+}
+
+static const char *kind_name(fwx_op_kind_t kind) {
+  static const char *const names[] = {"none", "Accept", "Connect", "Recv", "Send",
+                                      "Read", "Write", "task", "timer", "GetHostByName"};
+  return (unsigned)kind < sizeof names / sizeof names[0] ? names[kind] : "?";
+}
+
+/* The handler raised: the message (with its traceback) is on top. Hand it to the
+ * service's on_error, or print it; either way the port goes on. */
+static void report(lua_State *L, int svidx, int objidx, fwx_op_kind_t kind) {
+  int msg = lua_gettop(L);
+  lua_getiuservalue(L, svidx, LFWX_UV_OPTIONS);
+  if (lua_getfield(L, -1, "on_error") == LUA_TFUNCTION) {
+    lua_pushvalue(L, msg);
+    lua_pushvalue(L, objidx);
+    lua_pushstring(L, kind_name(kind));
+    if (lua_pcall(L, 3, 0, 0) == LUA_OK) {
+      lua_settop(L, msg - 1);
+      return;
+    }
+    fprintf(stderr, "fwx: on_error raised: %s\n", luaL_tolstring(L, -1, NULL));
+    lua_pop(L, 2);
+  } else {
+    lua_pop(L, 1);
+  }
+  fprintf(stderr, "fwx: error in %s notification for %s: %s\n", kind_name(kind),
+          luaL_tolstring(L, objidx, NULL), lua_tostring(L, msg));
+  fflush(stderr);
+  lua_settop(L, msg - 1);
+}
+
+static void push_lookup_result(lua_State *L, struct addrinfo *res) {
+  struct addrinfo *ai;
+  int n = 0;
+  lua_newtable(L);
+  for (ai = res; ai != NULL; ai = ai->ai_next) {
+    if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
+    lfwx_push_address(L, ai->ai_addr);
+    lua_rawseti(L, -2, ++n);
+  }
+}
+
+static void push_name(lua_State *L, fwx_socket_t *s, int peer) {
+  struct sockaddr_storage ss;
+  if (fwx_socket_name(s, peer, &ss) == 0)
+    lfwx_push_address(L, (struct sockaddr *)&ss);
+  else
+    lua_pushnil(L);
+}
+
+/* Deliver one packet. Stack: svidx the service box, tidx its anchor table, msgh the
+ * traceback handler. */
+static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int msgh,
+                    fwx_completion_t *c) {
+  int top = lua_gettop(L), base = ((int)c->key - 1) * LFWX_A_WIDTH;
+  int sink = top + 1, ud = top + 2, obj = top + 3, extra = top + 4, nargs, i;
+  fwx_op_kind_t kind = c->kind;
+
+  for (i = 1; i <= LFWX_A_WIDTH; i++) lua_rawgeti(L, tidx, base + i);
+  if (c->last) clear_slot(L, sv, tidx, (int)c->key);
+
+  if (lua_type(L, sink) == LUA_TFUNCTION) {
+    lua_pushvalue(L, sink);
+    nargs = 0;
+  } else {
+    lua_getfield(L, sink, method_of(kind, 0));
+    lua_pushvalue(L, sink); /* self */
+    nargs = 1;
+  }
+  switch (kind) {
+  case FWX_OP_ACCEPT:
+    lua_pushboolean(L, c->ok);
+    lua_pushinteger(L, c->error);
+    lua_pushvalue(L, obj);
+    if (c->accepted != NULL) {
+      fwx_socket_t *a = c->accepted;
+      lfwx_push_socket(L, a, svidx); /* takes the packet's reference */
+      push_name(L, a, 1);
+      push_name(L, a, 0);
+    } else {
+      lua_pushnil(L);
+      lua_pushnil(L);
+      lua_pushnil(L);
+    }
+    lua_pushvalue(L, ud);
+    nargs += 7;
+    break;
+  case FWX_OP_CONNECT:
+    lua_pushboolean(L, c->ok);
+    lua_pushinteger(L, c->error);
+    lua_pushvalue(L, obj);
+    lua_pushvalue(L, ud);
+    nargs += 4;
+    break;
+  case FWX_OP_RECV:
+  case FWX_OP_SEND:
+    lua_pushboolean(L, c->ok);
+    lua_pushinteger(L, c->error);
+    if (!lua_isnil(L, extra)) {
+      lua_pushvalue(L, extra); /* the caller's own buffer or string */
+      if (c->buffer != NULL) fwx_buffer_unref(c->buffer);
+    } else if (c->buffer != NULL) {
+      lfwx_push_buffer(L, c->buffer); /* a service buffer, new to Lua */
+    } else {
+      lua_pushnil(L);
+    }
+    lua_pushvalue(L, ud);
+    if (c->has_address)
+      lfwx_push_address(L, (struct sockaddr *)&c->address);
+    else
+      lua_pushnil(L);
+    nargs += 5;
+    break;
+  case FWX_OP_READ:
+  case FWX_OP_WRITE:
+    if (c->buffer != NULL) fwx_buffer_unref(c->buffer);
+    /* The handle was held by the overlapped for the operation's time. */
+    lua_pushnil(L);
+    lua_setiuservalue(L, obj, 4);
+    lua_pushboolean(L, c->ok);
+    lua_pushinteger(L, (lua_Integer)c->bytes);
+    lua_pushinteger(L, c->error);
+    lua_pushvalue(L, obj);
+    lua_pushvalue(L, ud);
+    nargs += 5;
+    break;
+  case FWX_OP_TASK:
+    lua_pushvalue(L, ud);
+    nargs += 1;
+    break;
+  case FWX_OP_TIMER:
+    lua_pushboolean(L, c->ok);
+    lua_pushinteger(L, c->error);
+    lua_pushvalue(L, ud);
+    nargs += 3;
+    break;
+  case FWX_OP_LOOKUP:
+    lua_pushboolean(L, c->ok);
+    lua_pushinteger(L, c->error);
+    if (c->result != NULL) {
+      push_lookup_result(L, c->result);
+      fwx_lookup_free(c->result);
+    } else {
+      lua_pushnil(L);
+    }
+    lua_pushvalue(L, ud);
+    nargs += 4;
+    break;
+  default:
+    lua_settop(L, top);
+    return;
+  }
+  if (lua_pcall(L, nargs, 0, msgh) != LUA_OK) report(L, svidx, obj, kind);
+  lua_settop(L, top);
+  if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
+}
+
+static int traceback(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+/* Run the dispatcher. Normal mode returns on stop(), on Close(), or when nothing is
+ * pending; drain mode (Close) goes on until nothing is pending whatever stop says.
+ * Each round delivers only what was queued when it began, so a handler that keeps
+ * posting cannot starve I/O. */
+int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain) {
+  fwx_port_t *port = sv->port;
+  fwx_completion_t c;
+  int tidx, msgh;
+
+  lua_getiuservalue(L, svidx, LFWX_UV_ANCHORS);
+  tidx = lua_gettop(L);
+  lua_pushcfunction(L, traceback);
+  msgh = lua_gettop(L);
+  for (;;) {
+    size_t n = fwx_port_queued(port);
+    while (n-- > 0 && (drain || (!sv->stop && !sv->closed)) && fwx_port_get(port, &c))
+      deliver(L, sv, svidx, tidx, msgh, &c);
+    if (!drain && (sv->stop || sv->closed)) break;
+    if (fwx_port_pending(port) == 0) break;
+    fwx_port_poll(port, fwx_port_queued(port) == 0);
+  }
+  lua_pop(L, 2);
+  return 0;
+}

@@ -1,0 +1,95 @@
+/* lfwx.h: what the binding's files share. Only luaopen_fwx_core is exported; the rest
+ * is hidden by -fvisibility=hidden. */
+#ifndef LFWX_H
+#define LFWX_H
+
+#include "fwx.h"
+#include <lauxlib.h>
+#include <lua.h>
+
+#define LFWX_SERVICE "fwx.service"
+#define LFWX_SOCKET "fwx.socket"
+#define LFWX_BUFFER "fwx.buffer"
+#define LFWX_ADDRESS "fwx.address"
+#define LFWX_OVERLAPPED "fwx.overlapped"
+#define LFWX_HANDLE "fwx.handle"
+#define LFWX_TIMER "fwx.timer"
+
+/* Per-operation anchors: slot k of the service's anchor table holds, at 4k-3..4k, the
+ * sink, the user data, the object the operation runs on and one extra value (the
+ * buffer or string lent to it). The table is the service's user value, so the GC
+ * keeps all of it alive exactly while the operation is pending; no registry refs. */
+enum { LFWX_A_SINK = 1, LFWX_A_UD, LFWX_A_OBJ, LFWX_A_EXTRA, LFWX_A_WIDTH = 4 };
+
+/* Service user values. */
+enum { LFWX_UV_ANCHORS = 1, LFWX_UV_OPTIONS = 2 };
+
+typedef struct lfwx_service {
+  fwx_port_t *port;
+  int *free_slots;         /* anchor slots to reuse */
+  int nfree, capfree;
+  int next_slot;           /* slots ever handed out */
+  int live_slots;
+  int running, stop, closing, closed;
+  int drain_depth;
+} lfwx_service_t;
+
+typedef struct lfwx_socket { fwx_socket_t *s; } lfwx_socket_t;
+typedef struct lfwx_buffer { fwx_buffer_t *b; } lfwx_buffer_t;
+typedef struct lfwx_overlapped { fwx_op_t *op; fwx_port_t *port; } lfwx_overlapped_t;
+typedef struct lfwx_handle { fwx_handle_t *h; } lfwx_handle_t;
+typedef struct lfwx_timer { fwx_timer_t *t; } lfwx_timer_t;
+
+/* fwx.c: class set-up */
+void lfwx_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
+                   const luaL_Reg *meta);
+void lfwx_alias_snake(lua_State *L, int methods_idx, const char *const *skip);
+void *lfwx_newobject(lua_State *L, size_t size, const char *name, int nuv);
+
+/* service.c */
+lfwx_service_t *lfwx_check_service(lua_State *L, int idx);
+/* Push the service box of an object (its user value 1); return it, open. */
+lfwx_service_t *lfwx_push_service_of(lua_State *L, int obj_idx);
+int lfwx_open_service(lua_State *L);
+int lfwx_raise(lua_State *L, int err, const char *what);
+int lfwx_fail(lua_State *L, int err);     /* nil, message, win32 code */
+
+/* dispatch.c */
+int lfwx_anchor(lua_State *L, lfwx_service_t *sv, int svidx, int obj_idx, int sink_idx,
+                int ud_idx, int extra_idx);
+void lfwx_unanchor(lua_State *L, lfwx_service_t *sv, int svidx, int slot);
+void lfwx_check_sink(lua_State *L, int idx, const char *method, int optional);
+int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain);
+void lfwx_set_debug_gc(int on);
+
+/* socket.c */
+int lfwx_open_socket(lua_State *L);
+void lfwx_push_socket(lua_State *L, fwx_socket_t *s, int svidx);
+
+/* buffer.c */
+int lfwx_open_buffer(lua_State *L);
+fwx_buffer_t *lfwx_check_buffer(lua_State *L, int idx);
+fwx_buffer_t *lfwx_test_buffer(lua_State *L, int idx);
+void lfwx_push_buffer(lua_State *L, fwx_buffer_t *b); /* takes the reference */
+int lfwx_create_buffer(lua_State *L);
+int lfwx_create_const_buffer(lua_State *L);
+int lfwx_create_window_buffer(lua_State *L);
+
+/* address.c */
+int lfwx_open_address(lua_State *L);
+void lfwx_push_address(lua_State *L, const struct sockaddr *sa);
+int lfwx_check_sockaddr(lua_State *L, int host_idx, int port_idx,
+                        struct sockaddr_storage *out);
+
+/* overlapped.c, handle.c, timer.c */
+int lfwx_open_overlapped(lua_State *L);
+int lfwx_create_overlapped(lua_State *L);
+int lfwx_open_handle(lua_State *L);
+int lfwx_hook(lua_State *L);
+int lfwx_open_timer(lua_State *L);
+int lfwx_set_timer(lua_State *L);
+
+/* errors.c */
+int lfwx_open_errors(lua_State *L);
+
+#endif

@@ -1,0 +1,219 @@
+/* service.c: the service (IFWXFirewall): fwx.new{}, run/stop/Close, and the factory
+ * methods. The service box carries two user values: the anchor table of pending
+ * operations and the options (on_error). */
+#include "lfwx.h"
+#include <stdlib.h>
+#include <string.h>
+
+lfwx_service_t *lfwx_check_service(lua_State *L, int idx) {
+  return luaL_checkudata(L, idx, LFWX_SERVICE);
+}
+
+static lfwx_service_t *check_open(lua_State *L, int idx) {
+  lfwx_service_t *sv = lfwx_check_service(L, idx);
+  if (sv->closing || sv->closed) luaL_error(L, "service is closed");
+  return sv;
+}
+
+lfwx_service_t *lfwx_push_service_of(lua_State *L, int obj_idx) {
+  lfwx_service_t *sv;
+  lua_getiuservalue(L, obj_idx, 1);
+  sv = lua_touserdata(L, -1);
+  if (sv->closing || sv->closed) luaL_error(L, "service is closed");
+  return sv;
+}
+
+/* Misuse: raise, naming what was misused. */
+int lfwx_raise(lua_State *L, int err, const char *what) {
+  if (err == UV_ENOMEM) return luaL_error(L, "not enough memory");
+  if (err == FWX_ECLOSED) return luaL_error(L, "%s is closed", what);
+  return luaL_error(L, "%s: %s", what, fwx_strerror(err));
+}
+
+/* The environment refused: nil, message, Win32 code. */
+int lfwx_fail(lua_State *L, int err) {
+  lua_pushnil(L);
+  lua_pushstring(L, fwx_strerror(err));
+  lua_pushinteger(L, fwx_win32_error(err));
+  return 3;
+}
+
+static int l_new(lua_State *L) {
+  lfwx_service_t *sv;
+  int r;
+  lua_settop(L, 1);
+  if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TTABLE);
+  sv = lfwx_newobject(L, sizeof *sv, LFWX_SERVICE, 2);
+  lua_newtable(L);
+  lua_setiuservalue(L, 2, LFWX_UV_ANCHORS);
+  lua_newtable(L);
+  if (lua_istable(L, 1)) {
+    int t = lua_getfield(L, 1, "on_error");
+    if (t != LUA_TNIL && t != LUA_TFUNCTION)
+      luaL_argerror(L, 1, "on_error must be a function");
+    lua_setfield(L, -2, "on_error");
+  }
+  lua_setiuservalue(L, 2, LFWX_UV_OPTIONS);
+  r = fwx_port_new(&sv->port);
+  if (r != 0) return lfwx_raise(L, r, "service");
+  return 1;
+}
+
+static int l_run(lua_State *L) {
+  lfwx_service_t *sv = check_open(L, 1);
+  lua_settop(L, 1);
+  if (sv->running) return luaL_error(L, "run() is already running (called from a handler?)");
+  sv->running = 1;
+  sv->stop = 0;
+  lfwx_dispatch(L, sv, 1, 0);
+  sv->running = 0;
+  sv->stop = 0;
+  return 0;
+}
+
+static int l_stop(lua_State *L) {
+  lfwx_service_t *sv = lfwx_check_service(L, 1);
+  sv->stop = 1;
+  return 0;
+}
+
+/* Close: end every pending operation with 995 and deliver every queued notification,
+ * then free the loop. Idempotent; __close and __gc share it. */
+static int l_close(lua_State *L) {
+  lfwx_service_t *sv = lfwx_check_service(L, 1);
+  lua_settop(L, 1);
+  lua_pushboolean(L, 1);
+  if (sv->closing || sv->closed) return 1;
+  sv->closing = 1;
+  fwx_port_shutdown(sv->port);
+  lfwx_dispatch(L, sv, 1, 1);
+  fwx_port_finish(sv->port);
+  sv->closed = 1;
+  return 1;
+}
+
+static int l_gc(lua_State *L) {
+  lfwx_service_t *sv = lfwx_check_service(L, 1);
+  if (sv->port != NULL) {
+    if (!sv->closed) {
+      /* Unreachable with operations pending: nobody can be told any more. End them
+       * without entering Lua. */
+      fwx_completion_t c;
+      fwx_port_shutdown(sv->port);
+      for (;;) {
+        while (fwx_port_get(sv->port, &c)) fwx_completion_release(&c);
+        if (fwx_port_pending(sv->port) == 0) break;
+        fwx_port_poll(sv->port, 1);
+      }
+      fwx_port_finish(sv->port);
+      sv->closed = 1;
+    }
+    fwx_port_unref(sv->port);
+    sv->port = NULL;
+  }
+  free(sv->free_slots);
+  sv->free_slots = NULL;
+  return 0;
+}
+
+static int l_tostring(lua_State *L) {
+  lfwx_service_t *sv = lfwx_check_service(L, 1);
+  lua_pushfstring(L, "fwx.service (%p%s)", (void *)sv, sv->closed ? ", closed" : "");
+  return 1;
+}
+
+static int l_pending(lua_State *L) {
+  lfwx_service_t *sv = lfwx_check_service(L, 1);
+  lua_pushinteger(L, sv->closed ? 0 : (lua_Integer)fwx_port_pending(sv->port));
+  return 1;
+}
+
+static int l_anchored(lua_State *L) {
+  lfwx_service_t *sv = lfwx_check_service(L, 1);
+  lua_pushinteger(L, sv->live_slots);
+  return 1;
+}
+
+static int l_create_socket(lua_State *L) {
+  static const char *const protos[] = {"tcp", "udp", NULL};
+  lfwx_socket_t *box;
+  int r, p;
+  lua_settop(L, 2);
+  check_open(L, 1);
+  p = luaL_checkoption(L, 2, NULL, protos);
+  box = lfwx_newobject(L, sizeof *box, LFWX_SOCKET, 1);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  r = fwx_socket_new(((lfwx_service_t *)lua_touserdata(L, 1))->port,
+                     p == 0 ? FWX_TCP : FWX_UDP, &box->s);
+  if (r != 0) return lfwx_raise(L, r, "service");
+  return 1;
+}
+
+static int l_post(lua_State *L) {
+  lfwx_service_t *sv;
+  int slot, r;
+  lua_settop(L, 3);
+  sv = check_open(L, 1);
+  lfwx_check_sink(L, 2, "CompleteTask", 0);
+  slot = lfwx_anchor(L, sv, 1, 0, 2, 3, 0);
+  r = fwx_port_post(sv->port, (uintptr_t)slot);
+  if (r != 0) {
+    lfwx_unanchor(L, sv, 1, slot);
+    return lfwx_raise(L, r, "service");
+  }
+  return 0;
+}
+
+static int l_lookup(lua_State *L) {
+  lfwx_service_t *sv;
+  size_t len;
+  const char *name;
+  int slot, r;
+  lua_settop(L, 4);
+  sv = check_open(L, 1);
+  name = luaL_checklstring(L, 2, &len);
+  luaL_argcheck(L, len > 0 && len <= 253 && strlen(name) == len, 2,
+                "host name must be 1 to 253 bytes, without NUL");
+  lfwx_check_sink(L, 3, "CompleteGetHostByName", 0);
+  slot = lfwx_anchor(L, sv, 1, 0, 3, 4, 0);
+  r = fwx_lookup(sv->port, name, (uintptr_t)slot);
+  if (r != 0) {
+    lfwx_unanchor(L, sv, 1, slot);
+    return lfwx_raise(L, r, "service");
+  }
+  return 0;
+}
+
+int lfwx_open_service(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"run", l_run},
+    {"stop", l_stop},
+    {"Close", l_close},
+    {"pending", l_pending},
+    {"anchored", l_anchored},
+    {"CreateNetworkSocket", l_create_socket},
+    {"CreateBuffer", lfwx_create_buffer},
+    {"CreateConstBuffer", lfwx_create_const_buffer},
+    {"CreateWindowBuffer", lfwx_create_window_buffer},
+    {"CreateOverlapped", lfwx_create_overlapped},
+    {"HookToCompletionPort", lfwx_hook},
+    {"PostTaskCompletion", l_post},
+    {"SetTimer", lfwx_set_timer},
+    {"GetHostByName", l_lookup},
+    {NULL, NULL}
+  };
+  static const luaL_Reg meta[] = {
+    {"__gc", l_gc},
+    {"__close", l_close},
+    {"__tostring", l_tostring},
+    {NULL, NULL}
+  };
+  lfwx_newclass(L, LFWX_SERVICE, methods, meta);
+  luaL_getmetatable(L, LFWX_SERVICE);
+  lua_getfield(L, -1, "__index");
+  lfwx_alias_snake(L, -1, NULL);
+  lua_pop(L, 2);
+  lua_pushcfunction(L, l_new);
+  return 1;
+}

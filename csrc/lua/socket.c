@@ -1,0 +1,323 @@
+/* socket.c: the "fwx.socket" class (IFWXNetworkSocket). User value 1 is the service
+ * box, so a socket keeps its service alive. Asynchronous methods check every argument
+ * first, anchor what the notification needs, then start; a start the core refuses
+ * unanchors and raises, so misuse leaves nothing behind. */
+#include "lfwx.h"
+#include <string.h>
+
+static fwx_socket_t *check_socket(lua_State *L, int idx) {
+  lfwx_socket_t *box = luaL_checkudata(L, idx, LFWX_SOCKET);
+  if (box->s == NULL) luaL_error(L, "socket is closed");
+  if (fwx_socket_closed(box->s)) luaL_error(L, "socket is closed");
+  return box->s;
+}
+
+void lfwx_push_socket(lua_State *L, fwx_socket_t *s, int svidx) {
+  lfwx_socket_t *box = lfwx_newobject(L, sizeof *box, LFWX_SOCKET, 1);
+  box->s = s;
+  lua_pushvalue(L, svidx);
+  lua_setiuservalue(L, -2, 1);
+}
+
+/* Buffer or nil at idx; anything else is an argument error. */
+static fwx_buffer_t *opt_buffer(lua_State *L, int idx) {
+  if (lua_isnoneornil(L, idx)) return NULL;
+  return lfwx_check_buffer(L, idx);
+}
+
+/* A buffer or a string at idx: the bytes to send. */
+static fwx_buffer_t *check_payload(lua_State *L, int idx, const char **data, size_t *len) {
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    *data = lua_tolstring(L, idx, len);
+    return NULL;
+  }
+  if (lfwx_test_buffer(L, idx) == NULL)
+    luaL_typeerror(L, idx, "fwx.buffer or string");
+  *data = NULL;
+  *len = 0;
+  return lfwx_check_buffer(L, idx);
+}
+
+static int start_failed(lua_State *L, lfwx_service_t *sv, int svidx, int slot, int r) {
+  if (slot != 0) lfwx_unanchor(L, sv, svidx, slot);
+  return lfwx_raise(L, r, "socket");
+}
+
+static int l_bind(lua_State *L) {
+  struct sockaddr_storage ss;
+  fwx_socket_t *s;
+  int r;
+  lua_settop(L, 3);
+  s = check_socket(L, 1);
+  lfwx_check_sockaddr(L, 2, 3, &ss);
+  r = fwx_socket_bind(s, (struct sockaddr *)&ss);
+  if (r < -10000) return lfwx_raise(L, r, "socket");
+  if (r != 0) return lfwx_fail(L, r);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_listen(lua_State *L) {
+  fwx_socket_t *s = check_socket(L, 1);
+  lua_Integer backlog = luaL_optinteger(L, 2, 511);
+  int r;
+  luaL_argcheck(L, backlog > 0 && backlog <= 65535, 2, "backlog must be 1 to 65535");
+  r = fwx_socket_listen(s, (int)backlog);
+  if (r == FWX_ESTATE) return luaL_error(L, "Listen: only a tcp socket that is not listening yet can listen");
+  if (r < -10000) return lfwx_raise(L, r, "socket");
+  if (r != 0) return lfwx_fail(L, r);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_accept(lua_State *L) {
+  lfwx_service_t *sv;
+  fwx_socket_t *s;
+  int slot, r;
+  lua_settop(L, 3);
+  s = check_socket(L, 1);
+  lfwx_check_sink(L, 2, "CompleteAsyncAccept", 0);
+  sv = lfwx_push_service_of(L, 1); /* at 4 */
+  slot = lfwx_anchor(L, sv, 4, 1, 2, 3, 0);
+  r = fwx_socket_accept(s, (uintptr_t)slot);
+  if (r == FWX_ESTATE) {
+    lfwx_unanchor(L, sv, 4, slot);
+    return luaL_error(L, "Accept: the socket is not listening (call Listen first)");
+  }
+  if (r != 0) return start_failed(L, sv, 4, slot, r);
+  return 0;
+}
+
+static int l_connect(lua_State *L) {
+  struct sockaddr_storage ss;
+  lfwx_service_t *sv;
+  fwx_socket_t *s;
+  int slot, r;
+  lua_settop(L, 5);
+  s = check_socket(L, 1);
+  lfwx_check_sockaddr(L, 2, 3, &ss);
+  lfwx_check_sink(L, 4, "CompleteAsyncConnect", 0);
+  sv = lfwx_push_service_of(L, 1); /* at 6 */
+  slot = lfwx_anchor(L, sv, 6, 1, 4, 5, 0);
+  r = fwx_socket_connect(s, (struct sockaddr *)&ss, (uintptr_t)slot);
+  if (r != 0) return start_failed(L, sv, 6, slot, r);
+  return 0;
+}
+
+static int l_recv(lua_State *L) {
+  lfwx_service_t *sv;
+  fwx_socket_t *s;
+  fwx_buffer_t *buf;
+  int slot, r;
+  lua_settop(L, 4);
+  s = check_socket(L, 1);
+  buf = opt_buffer(L, 2);
+  lfwx_check_sink(L, 3, "CompleteAsyncIO", 0);
+  if (buf != NULL) {
+    luaL_argcheck(L, fwx_buffer_capacity(buf) > 0, 2, "buffer has no room");
+    r = fwx_buffer_writable(buf);
+    if (r == FWX_ELOCKED) luaL_argerror(L, 2, "buffer is lent to a pending operation");
+    if (r != 0) luaL_argerror(L, 2, "buffer is constant");
+  }
+  sv = lfwx_push_service_of(L, 1); /* at 5 */
+  slot = lfwx_anchor(L, sv, 5, 1, 3, 4, buf != NULL ? 2 : 0);
+  r = fwx_socket_recv(s, buf, (uintptr_t)slot);
+  if (r != 0) return start_failed(L, sv, 5, slot, r);
+  return 0;
+}
+
+/* Send and SendTo share this; to is NULL for Send. Arguments from `first` on:
+ * sink, user data. */
+static int do_send(lua_State *L, const struct sockaddr *to, int sink_idx) {
+  lfwx_service_t *sv;
+  fwx_socket_t *s;
+  fwx_buffer_t *buf;
+  const char *data;
+  size_t len;
+  int slot = 0, r, svidx, notify;
+  s = check_socket(L, 1);
+  buf = check_payload(L, 2, &data, &len);
+  lfwx_check_sink(L, sink_idx, "CompleteAsyncIO", 1);
+  notify = !lua_isnil(L, sink_idx);
+  sv = lfwx_push_service_of(L, 1);
+  svidx = lua_gettop(L);
+  /* A send with no sink needs nothing anchored: the core holds the bytes (a buffer
+   * reference, or a copy of what a string could not write at once). */
+  if (notify) slot = lfwx_anchor(L, sv, svidx, 1, sink_idx, sink_idx + 1, 2);
+  r = fwx_socket_send(s, buf, data, len, to, notify, (uintptr_t)slot);
+  if (r == FWX_ESTATE) {
+    if (slot != 0) lfwx_unanchor(L, sv, svidx, slot);
+    return luaL_error(L, to ? "SendTo: the socket is not a udp socket"
+                            : "Send: a listening socket cannot send");
+  }
+  if (r != 0) return start_failed(L, sv, svidx, slot, r);
+  return 0;
+}
+
+static int l_send(lua_State *L) {
+  lua_settop(L, 4);
+  return do_send(L, NULL, 3);
+}
+
+static int l_sendto(lua_State *L) {
+  struct sockaddr_storage ss;
+  lua_settop(L, 6);
+  check_socket(L, 1);
+  lfwx_check_sockaddr(L, 3, 4, &ss);
+  return do_send(L, (struct sockaddr *)&ss, 5);
+}
+
+static int l_close(lua_State *L) {
+  lfwx_socket_t *box = luaL_checkudata(L, 1, LFWX_SOCKET);
+  if (box->s != NULL) fwx_socket_close(box->s, lua_toboolean(L, 2));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* __close (a <close> variable): the graceful close, whatever the error value. */
+static int l_tbc(lua_State *L) {
+  lfwx_socket_t *box = luaL_checkudata(L, 1, LFWX_SOCKET);
+  if (box->s != NULL) fwx_socket_close(box->s, 0);
+  return 0;
+}
+
+static int l_shutdown(lua_State *L) {
+  fwx_socket_t *s;
+  int r;
+  if (lua_toboolean(L, 2)) return l_close(L); /* abortive shutdown is an abortive close */
+  s = check_socket(L, 1);
+  r = fwx_socket_shutdown(s);
+  if (r == FWX_ESTATE) return luaL_error(L, "Shutdown: only a connected tcp socket can shut down");
+  if (r < -10000) return lfwx_raise(L, r, "socket");
+  if (r != 0) return lfwx_fail(L, r);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* __gc: a socket nobody references, with nothing pending (pending operations anchor
+ * it). Close it gracefully: bytes of sink-less Sends still queued are flushed first. */
+static int l_gc(lua_State *L) {
+  lfwx_socket_t *box = luaL_checkudata(L, 1, LFWX_SOCKET);
+  if (box->s != NULL) {
+    fwx_socket_close(box->s, 0);
+    fwx_socket_unref(box->s);
+    box->s = NULL;
+  }
+  return 0;
+}
+
+static int push_name(lua_State *L, int peer) {
+  struct sockaddr_storage ss;
+  int r = fwx_socket_name(check_socket(L, 1), peer, &ss);
+  if (r != 0) return lfwx_fail(L, r);
+  lfwx_push_address(L, (struct sockaddr *)&ss);
+  return 1;
+}
+
+static int l_getsockname(lua_State *L) { return push_name(L, 0); }
+static int l_getpeername(lua_State *L) { return push_name(L, 1); }
+
+static const char *const opt_names[] = {
+  "nodelay", "keepalive", "reuseaddr", "rcvbuf", "sndbuf", "broadcast", "ttl",
+  "TCP_NODELAY", "SO_KEEPALIVE", "SO_REUSEADDR", "SO_RCVBUF", "SO_SNDBUF", "SO_BROADCAST",
+  "IP_TTL", NULL
+};
+static const fwx_sockopt_t opt_values[] = {
+  FWX_OPT_NODELAY, FWX_OPT_KEEPALIVE, FWX_OPT_REUSEADDR, FWX_OPT_RCVBUF, FWX_OPT_SNDBUF,
+  FWX_OPT_BROADCAST, FWX_OPT_TTL
+};
+
+static int is_flag(fwx_sockopt_t o) {
+  return o == FWX_OPT_NODELAY || o == FWX_OPT_REUSEADDR || o == FWX_OPT_BROADCAST;
+}
+
+static int l_setsockopt(lua_State *L) {
+  fwx_socket_t *s = check_socket(L, 1);
+  fwx_sockopt_t o = opt_values[luaL_checkoption(L, 2, NULL, opt_names) % 7];
+  lua_Integer v;
+  int r;
+  if (lua_isboolean(L, 3)) {
+    luaL_argcheck(L, is_flag(o) || o == FWX_OPT_KEEPALIVE, 3, "this option takes a number");
+    v = lua_toboolean(L, 3);
+  } else {
+    v = luaL_checkinteger(L, 3);
+    luaL_argcheck(L, v >= 0 && v <= 0x7fffffff, 3, "value out of range");
+  }
+  if ((o == FWX_OPT_RCVBUF || o == FWX_OPT_SNDBUF) && v <= 0)
+    luaL_argerror(L, 3, "buffer size must be positive");
+  r = fwx_socket_setopt(s, o, (int)v);
+  if (r == FWX_ESTATE) luaL_argerror(L, 2, "option does not apply to this protocol");
+  if (r < -10000) return lfwx_raise(L, r, "socket");
+  if (r != 0) return lfwx_fail(L, r);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_getsockopt(lua_State *L) {
+  fwx_socket_t *s = check_socket(L, 1);
+  fwx_sockopt_t o = opt_values[luaL_checkoption(L, 2, NULL, opt_names) % 7];
+  int v = 0, r = fwx_socket_getopt(s, o, &v);
+  if (r == FWX_ESTATE) luaL_argerror(L, 2, "option does not apply to this protocol");
+  if (r < -10000) return lfwx_raise(L, r, "socket");
+  if (r != 0) return lfwx_fail(L, r);
+  if (is_flag(o) || o == FWX_OPT_KEEPALIVE)
+    lua_pushboolean(L, v != 0);
+  else
+    lua_pushinteger(L, v);
+  return 1;
+}
+
+static int l_getfd(lua_State *L) {
+  lua_pushinteger(L, fwx_socket_fd(check_socket(L, 1)));
+  return 1;
+}
+
+static int l_isclosed(lua_State *L) {
+  lfwx_socket_t *box = luaL_checkudata(L, 1, LFWX_SOCKET);
+  lua_pushboolean(L, box->s == NULL || fwx_socket_closed(box->s));
+  return 1;
+}
+
+static int l_tostring(lua_State *L) {
+  lfwx_socket_t *box = luaL_checkudata(L, 1, LFWX_SOCKET);
+  if (box->s == NULL || fwx_socket_closed(box->s))
+    lua_pushfstring(L, "fwx.socket (closed, %p)", (void *)box);
+  else
+    lua_pushfstring(L, "fwx.socket (%s, fd %d)",
+                    fwx_socket_proto(box->s) == FWX_TCP ? "tcp" : "udp", fwx_socket_fd(box->s));
+  return 1;
+}
+
+int lfwx_open_socket(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"Bind", l_bind},
+    {"Listen", l_listen},
+    {"Accept", l_accept},
+    {"Connect", l_connect},
+    {"Recv", l_recv},
+    {"Send", l_send},
+    {"SendTo", l_sendto},
+    {"Shutdown", l_shutdown},
+    {"Close", l_close},
+    {"GetSockName", l_getsockname},
+    {"GetPeerName", l_getpeername},
+    {"SetSockOpt", l_setsockopt},
+    {"GetSockOpt", l_getsockopt},
+    {"getfd", l_getfd},
+    {"IsClosed", l_isclosed},
+    {NULL, NULL}
+  };
+  static const luaL_Reg meta[] = {
+    {"__gc", l_gc},
+    {"__close", l_tbc},
+    {"__tostring", l_tostring},
+    {NULL, NULL}
+  };
+  static const char *const async_ops[] = {"Accept", "Connect", "Recv", "Send", "SendTo", NULL};
+  lfwx_newclass(L, LFWX_SOCKET, methods, meta);
+  luaL_getmetatable(L, LFWX_SOCKET);
+  lua_getfield(L, -1, "__index");
+  lfwx_alias_snake(L, -1, async_ops);
+  lua_pop(L, 2);
+  return 0;
+}

@@ -1,0 +1,72 @@
+/* timer.c: SetTimer and the "fwx.timer" class it returns. A timer is anchored while
+ * it is active, so dropping it does not stop it; Cancel() does. */
+#include "lfwx.h"
+
+int lfwx_set_timer(lua_State *L) {
+  lfwx_service_t *sv = lfwx_check_service(L, 1);
+  lfwx_timer_t *box;
+  lua_Integer ms, repeat;
+  int slot, r;
+  lua_settop(L, 5);
+  if (sv->closing || sv->closed) return luaL_error(L, "service is closed");
+  ms = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, ms >= 0, 2, "milliseconds must be 0 or more");
+  lfwx_check_sink(L, 3, "CompleteTimer", 0);
+  repeat = luaL_optinteger(L, 5, 0);
+  luaL_argcheck(L, repeat >= 0, 5, "repeat must be 0 or more");
+  box = lfwx_newobject(L, sizeof *box, LFWX_TIMER, 1); /* 6 */
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, 6, 1);
+  slot = lfwx_anchor(L, sv, 1, 6, 3, 4, 0);
+  r = fwx_timer_start(sv->port, (uint64_t)ms, (uint64_t)repeat, (uintptr_t)slot, &box->t);
+  if (r != 0) {
+    lfwx_unanchor(L, sv, 1, slot);
+    return lfwx_raise(L, r, "service");
+  }
+  return 1;
+}
+
+static int l_cancel(lua_State *L) {
+  lfwx_timer_t *box = luaL_checkudata(L, 1, LFWX_TIMER);
+  lua_pushboolean(L, box->t != NULL && fwx_timer_cancel(box->t) == 0);
+  return 1;
+}
+
+static int l_is_active(lua_State *L) {
+  lfwx_timer_t *box = luaL_checkudata(L, 1, LFWX_TIMER);
+  lua_pushboolean(L, box->t != NULL && fwx_timer_active(box->t));
+  return 1;
+}
+
+static int l_gc(lua_State *L) {
+  lfwx_timer_t *box = luaL_checkudata(L, 1, LFWX_TIMER);
+  if (box->t != NULL) fwx_timer_unref(box->t);
+  box->t = NULL;
+  return 0;
+}
+
+static int l_tostring(lua_State *L) {
+  lfwx_timer_t *box = luaL_checkudata(L, 1, LFWX_TIMER);
+  lua_pushfstring(L, "fwx.timer (%s, %p)",
+                  box->t != NULL && fwx_timer_active(box->t) ? "active" : "done", (void *)box);
+  return 1;
+}
+
+int lfwx_open_timer(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"Cancel", l_cancel},
+    {"IsActive", l_is_active},
+    {NULL, NULL}
+  };
+  static const luaL_Reg meta[] = {
+    {"__gc", l_gc},
+    {"__tostring", l_tostring},
+    {NULL, NULL}
+  };
+  lfwx_newclass(L, LFWX_TIMER, methods, meta);
+  luaL_getmetatable(L, LFWX_TIMER);
+  lua_getfield(L, -1, "__index");
+  lfwx_alias_snake(L, -1, NULL);
+  lua_pop(L, 2);
+  return 0;
+}
