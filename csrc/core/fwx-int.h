@@ -109,6 +109,8 @@ struct fwx_port {
   int refs;
   unsigned closing : 1;
   unsigned finished : 1;
+  unsigned deadline_hit : 1;
+  uv_timer_t deadline;     /* bounds one run; unref'd, it keeps nothing alive */
   fwx__link_t sockets, handles, timers, ops; /* open objects, for shutdown */
   char *scratch;           /* FWX__READ_CHUNK bytes libuv reads into */
   int scratch_busy;

@@ -91,6 +91,10 @@ void fwx_completion_release(fwx_completion_t *c);
 /* GetQueuedCompletionStatus for C programs: wait up to timeout_ms (-1: forever)
  * for a packet. Returns 1 with a packet, 0 on timeout or when nothing is pending. */
 int fwx_port_wait(fwx_port_t *port, fwx_completion_t *out, int timeout_ms);
+/* Make fwx_port_poll() return within ms (< 0: no deadline); fwx_port_deadline_hit()
+ * then says the time is up. For a dispatcher that runs with a timeout. */
+void fwx_port_deadline(fwx_port_t *port, int64_t ms);
+int fwx_port_deadline_hit(const fwx_port_t *port);
 size_t fwx_port_queued(const fwx_port_t *port);
 size_t fwx_port_pending(const fwx_port_t *port);  /* started, not yet dequeued */
 int fwx_port_closing(const fwx_port_t *port);

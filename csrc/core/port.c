@@ -31,6 +31,8 @@ int fwx_port_new(fwx_port_t **out) {
   r = uv_loop_init(&port->loop);
   if (r != 0) goto fail;
   port->loop.data = port;
+  uv_timer_init(&port->loop, &port->deadline);
+  uv_unref((uv_handle_t *)&port->deadline);
   port->refs = 1;
   fwx__list_init(&port->sockets);
   fwx__list_init(&port->handles);
@@ -81,6 +83,22 @@ void fwx_port_unref(fwx_port_t *port) {
 }
 
 uv_loop_t *fwx_port_loop(fwx_port_t *port) { return &port->loop; }
+
+static void deadline_cb(uv_timer_t *t) {
+  fwx_port_t *port = fwx__container_of(t, fwx_port_t, deadline);
+  port->deadline_hit = 1;
+}
+
+void fwx_port_deadline(fwx_port_t *port, int64_t ms) {
+  port->deadline_hit = 0;
+  if (port->finished) return;
+  if (ms < 0)
+    uv_timer_stop(&port->deadline);
+  else
+    uv_timer_start(&port->deadline, deadline_cb, (uint64_t)ms, 0);
+}
+
+int fwx_port_deadline_hit(const fwx_port_t *port) { return port->deadline_hit; }
 size_t fwx_port_queued(const fwx_port_t *port) { return port->queued; }
 size_t fwx_port_pending(const fwx_port_t *port) { return port->pending; }
 int fwx_port_closing(const fwx_port_t *port) { return port->closing; }
@@ -333,6 +351,7 @@ int fwx_port_finish(fwx_port_t *port) {
   int r;
   if (port->finished) return 0;
   fwx_port_shutdown(port);
+  if (!uv_is_closing((uv_handle_t *)&port->deadline)) uv_close((uv_handle_t *)&port->deadline, NULL);
   /* Let close callbacks run; they free what libuv still saw. */
   uv_run(&port->loop, UV_RUN_DEFAULT);
   r = uv_loop_close(&port->loop);

@@ -266,23 +266,29 @@ static int traceback(lua_State *L) {
  * pending; drain mode (Close) goes on until nothing is pending whatever stop says.
  * Each round delivers only what was queued when it began, so a handler that keeps
  * posting cannot starve I/O. */
-int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain) {
+int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_t timeout) {
   fwx_port_t *port = sv->port;
   fwx_completion_t c;
-  int tidx, msgh;
+  int tidx, msgh, idle = 0;
 
   lua_getiuservalue(L, svidx, LFWX_UV_ANCHORS);
   tidx = lua_gettop(L);
   lua_pushcfunction(L, traceback);
   msgh = lua_gettop(L);
+  if (!drain && timeout >= 0) fwx_port_deadline(port, timeout);
   for (;;) {
     size_t n = fwx_port_queued(port);
     while (n-- > 0 && (drain || (!sv->stop && !sv->closed)) && fwx_port_get(port, &c))
       deliver(L, sv, svidx, tidx, msgh, &c);
     if (!drain && (sv->stop || sv->closed)) break;
-    if (fwx_port_pending(port) == 0) break;
+    if (fwx_port_pending(port) == 0) {
+      idle = 1;
+      break;
+    }
+    if (!drain && fwx_port_deadline_hit(port)) break;
     fwx_port_poll(port, fwx_port_queued(port) == 0);
   }
+  if (!drain && timeout >= 0 && !sv->closed) fwx_port_deadline(port, -1);
   lua_pop(L, 2);
-  return 0;
+  return idle;
 }

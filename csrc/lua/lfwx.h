@@ -59,7 +59,7 @@ int lfwx_anchor(lua_State *L, lfwx_service_t *sv, int svidx, int obj_idx, int si
                 int ud_idx, int extra_idx);
 void lfwx_unanchor(lua_State *L, lfwx_service_t *sv, int svidx, int slot);
 void lfwx_check_sink(lua_State *L, int idx, const char *method, int optional);
-int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain);
+int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_t timeout);
 void lfwx_set_debug_gc(int on);
 
 /* socket.c */

@@ -59,16 +59,24 @@ static int l_new(lua_State *L) {
   return 1;
 }
 
+/* run([timeout_ms]): true when nothing is pending any more; false, "stopped" after
+ * stop() or Close(); false, "timeout" when the time ran out first. */
 static int l_run(lua_State *L) {
   lfwx_service_t *sv = check_open(L, 1);
+  lua_Integer timeout = luaL_optinteger(L, 2, -1);
+  int idle, stopped;
   lua_settop(L, 1);
   if (sv->running) return luaL_error(L, "run() is already running (called from a handler?)");
   sv->running = 1;
   sv->stop = 0;
-  lfwx_dispatch(L, sv, 1, 0);
+  idle = lfwx_dispatch(L, sv, 1, 0, timeout < 0 ? -1 : (int64_t)timeout);
+  stopped = sv->stop || sv->closed;
   sv->running = 0;
   sv->stop = 0;
-  return 0;
+  lua_pushboolean(L, idle);
+  if (idle) return 1;
+  lua_pushstring(L, stopped ? "stopped" : "timeout");
+  return 2;
 }
 
 static int l_stop(lua_State *L) {
@@ -86,7 +94,7 @@ static int l_close(lua_State *L) {
   if (sv->closing || sv->closed) return 1;
   sv->closing = 1;
   fwx_port_shutdown(sv->port);
-  lfwx_dispatch(L, sv, 1, 1);
+  lfwx_dispatch(L, sv, 1, 1, -1);
   fwx_port_finish(sv->port);
   sv->closed = 1;
   return 1;

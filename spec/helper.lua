@@ -1,0 +1,128 @@
+-- spec/helper.lua: what every spec file shares.
+--
+--   local H = require "spec.helper"
+--   before_each(H.before); after_each(H.after)   -- fd and service checks
+--   local fw = H.new()             -- a service that is checked and closed after the test
+--   H.run(fw [, ms])               -- run until nothing is pending; fails the test on timeout
+--
+-- After each test: every service made with H.new() must have nothing pending and
+-- nothing anchored; it is closed, the GC runs, and the process must hold the same
+-- number of open file descriptors as before the test.
+local fwx = require "fwx"
+
+local H = {}
+
+H.TIMEOUT_MS = tonumber(os.getenv("FWX_SPEC_TIMEOUT_MS")) or 5000
+
+if os.getenv("FWX_DEBUG_GC") == "1" then
+  collectgarbage("generational")
+end
+
+local services = {}
+
+-- libuv opens process-wide descriptors (its signal pipe) with the first loop; open
+-- them now so that the per-test descriptor count sees only what a test leaks.
+fwx.new{}:Close()
+
+function H.new(opts)
+  local fw = fwx.new(opts)
+  services[#services + 1] = fw
+  return fw
+end
+
+--- Run fw until nothing is pending; the test fails if that takes longer than ms.
+function H.run(fw, ms)
+  local idle, why = fw:run(ms or H.TIMEOUT_MS)
+  if not idle then
+    error(("fw:run() did not finish: %s, %d operations still pending"):format(
+      why, fw:pending()), 2)
+  end
+end
+
+--- Run until pred() is true (checked after each notification batch), bounded in time.
+function H.run_until(fw, pred, ms)
+  local deadline = os.clock() + (ms or H.TIMEOUT_MS) / 1000
+  local wall = os.time() + math.ceil((ms or H.TIMEOUT_MS) / 1000) + 1
+  while not pred() do
+    local idle = fw:run(10)
+    if idle and not pred() then error("nothing pending, and the condition never became true", 2) end
+    if os.clock() > deadline or os.time() > wall then error("timed out waiting for a condition", 2) end
+  end
+end
+
+-- Counted through a file, not io.popen: popen's pipe is briefly open twice in this
+-- process while the child lists the directory, which would make the count flaky.
+function H.fd_count()
+  local tmp = os.tmpname()
+  os.execute("ls /proc/" .. H.pid() .. "/fd > " .. tmp)
+  local n = 0
+  for _ in io.lines(tmp) do n = n + 1 end
+  os.remove(tmp)
+  return n
+end
+
+local pid
+function H.pid()
+  if not pid then
+    local f = io.open("/proc/self/stat")
+    pid = f:read("*l"):match("^(%d+)")
+    f:close()
+  end
+  return pid
+end
+
+local fds_before
+function H.before()
+    collectgarbage()
+    collectgarbage()
+    fds_before = H.fd_count()
+end
+
+function H.after()
+    local problems = {}
+    for i, fw in ipairs(services) do
+      local pending = fw:pending()
+      if pending ~= 0 then
+        problems[#problems + 1] = ("service %d: %d operations still pending after the test"):format(i, pending)
+      end
+      fw:Close()
+      if fw:anchored() ~= 0 then
+        problems[#problems + 1] = ("service %d: %d anchors left after Close"):format(i, fw:anchored())
+      end
+      services[i] = nil
+    end
+    collectgarbage()
+    collectgarbage()
+    local fds = H.fd_count()
+    if fds ~= fds_before then
+      problems[#problems + 1] = ("file descriptors: %d before the test, %d after: %s"):format(fds_before, fds, H.sh("ls -l /proc/" .. H.pid() .. "/fd"))
+    end
+    assert(#problems == 0, table.concat(problems, "; "))
+end
+
+--- A listening TCP socket on 127.0.0.1, port 0; returns it and its port.
+function H.listener(fw, backlog)
+  local ls = fw:CreateNetworkSocket("tcp")
+  assert(ls:Bind("127.0.0.1", 0))
+  assert(ls:Listen(backlog or 128))
+  return ls, ls:GetSockName().port
+end
+
+--- Count calls: returns a sink that records its arguments, and the record.
+function H.recorder()
+  local calls = {}
+  local function sink(...)
+    calls[#calls + 1] = table.pack(...)
+  end
+  return sink, calls
+end
+
+--- Shell out (for real clients: nc, curl); returns stdout.
+function H.sh(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
+return H

@@ -1,0 +1,403 @@
+-- TCP sockets: Bind/Listen/Accept/Connect/Recv/Send/Shutdown/Close, names and options,
+-- with the exactly-once and ordering promises attacked through real sockets.
+local fwx = require "fwx"
+local H = require "spec.helper"
+
+local E = fwx.errors
+
+-- A connected pair on 127.0.0.1: server-side accepted socket and client socket.
+local function pair(fw, cb)
+  local ls, port = H.listener(fw)
+  local server, client
+  ls:Accept(function(ok, err, listening, accepted)
+    assert(ok, err)
+    server = accepted
+    listening:Close()
+    if client then cb(server, client) end
+  end)
+  local c = fw:CreateNetworkSocket("tcp")
+  c:Connect("127.0.0.1", port, function(ok, err, s)
+    assert(ok, err)
+    client = s
+    if server then cb(server, client) end
+  end)
+end
+
+describe("tcp sockets", function()
+  before_each(H.before)
+  after_each(H.after)
+
+  it("accepts, receives and echoes; a graceful close is a 0-byte receive", function()
+    local fw = H.new()
+    local ls, port = H.listener(fw)
+    local accepts, got = {}, {}
+    ls:Accept(function(ok, err, listening, accepted, remote, localaddr, ud)
+      accepts[#accepts + 1] = { ok = ok, err = err, listening = listening, remote = remote,
+                                localaddr = localaddr, ud = ud }
+      local function on_recv(rok, rerr, buf, u, addr)
+        got[#got + 1] = { ok = rok, err = rerr, data = tostring(buf), ud = u, addr = addr }
+        if #buf == 0 then accepted:Close() return end
+        accepted:Send(buf)
+        accepted:Recv(nil, on_recv, u)
+      end
+      accepted:Recv(nil, on_recv, "conn")
+      listening:Close()
+    end, "listener-ud")
+    local c = fw:CreateNetworkSocket("tcp")
+    local echoed = {}
+    c:Connect("127.0.0.1", port, function(ok, err, s, ud)
+      assert.is_true(ok); assert.equal(0, err); assert.equal(c, s); assert.equal("cud", ud)
+      s:Send("hello", function(sok, serr, payload, sud)
+        assert.is_true(sok); assert.equal(0, serr); assert.equal("hello", payload); assert.equal("sud", sud)
+        s:Recv(nil, function(rok, rerr, buf)
+          assert.is_true(rok)
+          echoed[#echoed + 1] = tostring(buf)
+          s:Close()
+        end)
+      end, "sud")
+    end, "cud")
+    H.run(fw)
+    assert.equal(1, #accepts)
+    assert.is_true(accepts[1].ok)
+    assert.equal(0, accepts[1].err)
+    assert.equal(ls, accepts[1].listening)
+    assert.equal("listener-ud", accepts[1].ud)
+    assert.equal("127.0.0.1", accepts[1].remote.ip)
+    assert.equal("inet", accepts[1].remote.family)
+    assert.equal(port, accepts[1].localaddr.port)
+    assert.equal("127.0.0.1:" .. port, tostring(accepts[1].localaddr))
+    assert.same({ "hello" }, echoed)
+    assert.equal(2, #got)
+    assert.equal("hello", got[1].data)
+    assert.equal("conn", got[1].ud)
+    assert.is_nil(got[1].addr) -- tcp: no address
+    assert.is_true(got[2].ok)    -- the peer's close: success with 0 bytes
+    assert.equal(0, got[2].err)
+    assert.equal("", got[2].data)
+  end)
+
+  it("never delivers inline: sinks run after the starting call returns", function()
+    local fw = H.new()
+    local ran = 0
+    pair(fw, function(server, client)
+      client:Send("x", function() ran = ran + 1 end)
+      assert.equal(0, ran) -- the send completed at once (try_write) but is not delivered yet
+      server:Recv(nil, function() ran = ran + 1; server:Close(); client:Close() end)
+      assert.equal(0, ran)
+    end)
+    H.run(fw)
+    assert.equal(2, ran)
+  end)
+
+  it("connect to a closed port fails with ERROR_CONNECTION_REFUSED (1225) as a notification", function()
+    local fw = H.new()
+    local ls, port = H.listener(fw)
+    ls:Close() -- now nothing listens there
+    local s = fw:CreateNetworkSocket("tcp")
+    local sink, calls = H.recorder()
+    s:Connect("127.0.0.1", port, sink, "ud")
+    assert.equal(0, #calls)
+    H.run(fw)
+    assert.equal(1, #calls)
+    assert.is_false(calls[1][1])
+    assert.equal(E.ERROR_CONNECTION_REFUSED, calls[1][2])
+    assert.equal(s, calls[1][3])
+    assert.equal("ud", calls[1][4])
+    s:Close()
+  end)
+
+  it("Recv into a caller buffer never takes more than the buffer holds, and loses nothing", function()
+    local fw = H.new()
+    local payload = ("0123456789"):rep(100)
+    local received = {}
+    pair(fw, function(server, client)
+      client:Send(payload)
+      client:Shutdown()
+      local buf = fw:CreateBuffer(7)
+      local function on_recv(ok, err, b, ud)
+        assert.is_true(ok)
+        assert.equal(buf, b)
+        assert.is_true(#b <= 7)
+        if #b == 0 then server:Close(); client:Close(); return end
+        received[#received + 1] = tostring(b)
+        server:Recv(buf, on_recv, ud)
+      end
+      server:Recv(buf, on_recv)
+    end)
+    H.run(fw)
+    assert.equal(payload, table.concat(received))
+    assert.equal(math.ceil(#payload / 7), #received)
+  end)
+
+  it("completes sends in the order they were issued, each exactly once", function()
+    local fw = H.new()
+    local order, total = {}, 0
+    local chunk = ("x"):rep(64 * 1024)
+    local n = 200 -- 12.8 MB: many sends queue behind a slow reader
+    pair(fw, function(server, client)
+      for i = 1, n do
+        client:Send(chunk, function(ok, err, payload, ud)
+          assert.is_true(ok, tostring(err))
+          order[#order + 1] = ud
+        end, i)
+      end
+      -- read slowly at first: let the sends queue up, then drain
+      fw:SetTimer(50, function()
+        local function on_recv(ok, err, b)
+          total = total + #b
+          if total >= n * #chunk or #b == 0 then server:Close(); client:Close() return end
+          server:Recv(nil, on_recv)
+        end
+        server:Recv(nil, on_recv)
+      end)
+    end)
+    H.run(fw, 20000)
+    assert.equal(n * #chunk, total)
+    assert.equal(n, #order)
+    for i = 1, n do assert.equal(i, order[i]) end
+  end)
+
+  it("Close with operations pending ends each with exactly one 995", function()
+    local fw = H.new()
+    local recv_calls, accept_calls, send_calls = {}, {}, {}
+    local ls = H.listener(fw)
+    ls:Accept(function(...) accept_calls[#accept_calls + 1] = table.pack(...) end, "acc")
+    pair(fw, function(server, client)
+      server:Recv(nil, function(...) recv_calls[#recv_calls + 1] = table.pack(...) end, "r")
+      -- the client never reads: the server's sends stay pending
+      local big = ("y"):rep(1024 * 1024)
+      for i = 1, 8 do
+        server:Send(big, function(...) send_calls[#send_calls + 1] = table.pack(...) end, i)
+      end
+      fw:PostTaskCompletion(function()
+        server:Close(true) -- abortive: the queued sends are cancelled
+        client:Close()
+        ls:Close()
+        server:Close() -- idempotent
+      end)
+    end)
+    H.run(fw)
+    assert.equal(1, #recv_calls)
+    assert.is_false(recv_calls[1][1])
+    assert.equal(E.ERROR_OPERATION_ABORTED, recv_calls[1][2])
+    assert.equal("r", recv_calls[1][4])
+    assert.equal(1, #accept_calls)
+    assert.is_false(accept_calls[1][1])
+    assert.equal(995, accept_calls[1][2])
+    assert.is_nil(accept_calls[1][4])
+    assert.equal("acc", accept_calls[1][7])
+    assert.equal(8, #send_calls)
+    local aborted = 0
+    for i, c in ipairs(send_calls) do
+      assert.equal(i, c[4]) -- in order
+      if not c[1] then aborted = aborted + 1; assert.equal(995, c[2]) end
+    end
+    assert.is_true(aborted >= 1)
+  end)
+
+  it("a peer reset fails the pending Recv with ERROR_NETNAME_DELETED (64)", function()
+    local fw = H.new()
+    local calls = {}
+    pair(fw, function(server, client)
+      server:Recv(nil, function(...) calls[#calls + 1] = table.pack(...); server:Close() end)
+      client:Close(true) -- RST
+    end)
+    H.run(fw)
+    assert.equal(1, #calls)
+    assert.is_false(calls[1][1])
+    assert.equal(E.ERROR_NETNAME_DELETED, calls[1][2])
+  end)
+
+  it("a peer reset mid-send ends every pending Send once, with a failure", function()
+    local fw = H.new()
+    local results = {}
+    pair(fw, function(server, client)
+      local big = ("z"):rep(256 * 1024)
+      for i = 1, 40 do
+        client:Send(big, function(ok, err) results[#results + 1] = { ok, err } end)
+      end
+      fw:SetTimer(20, function() server:Close(true) end)
+      fw:SetTimer(200, function() client:Close() end)
+    end)
+    H.run(fw, 10000)
+    assert.equal(40, #results)
+    local failed = 0
+    for _, r in ipairs(results) do
+      if not r[1] then
+        failed = failed + 1
+        assert.is_true(r[2] == E.ERROR_NETNAME_DELETED or r[2] == E.ERROR_OPERATION_ABORTED,
+          "unexpected error " .. tostring(r[2]))
+      end
+    end
+    assert.is_true(failed >= 1)
+  end)
+
+  it("Send after Shutdown fails with WSAESHUTDOWN (10058) as a notification, not a raise", function()
+    local fw = H.new()
+    local calls, eof = {}, nil
+    pair(fw, function(server, client)
+      assert.is_true(client:Shutdown())
+      client:Send("late", function(...) calls[#calls + 1] = table.pack(...) end)
+      server:Recv(nil, function(ok, err, b)
+        eof = #b
+        server:Close(); client:Close()
+      end)
+    end)
+    H.run(fw)
+    assert.equal(1, #calls)
+    assert.is_false(calls[1][1])
+    assert.equal(E.WSAESHUTDOWN, calls[1][2])
+    assert.equal(0, eof) -- the peer saw the FIN, not the late bytes
+  end)
+
+  it("a second Recv while one is pending raises and adds no notification", function()
+    local fw = H.new()
+    local n = 0
+    pair(fw, function(server, client)
+      server:Recv(nil, function() n = n + 1 end)
+      assert.has_error(function() server:Recv(nil, function() n = n + 100 end) end,
+        "socket: an operation is already pending")
+      server:Close(); client:Close()
+    end)
+    H.run(fw)
+    assert.equal(1, n)
+  end)
+
+  it("holds data that arrives before Recv and delivers it to the next Recv", function()
+    local fw = H.new()
+    local got
+    pair(fw, function(server, client)
+      client:Send("early bird")
+      fw:SetTimer(30, function()
+        server:Recv(nil, function(ok, err, b) got = tostring(b); server:Close(); client:Close() end)
+      end)
+    end)
+    H.run(fw)
+    assert.equal("early bird", got)
+  end)
+
+  it("Accept must be re-armed: one connection per call, none lost", function()
+    local fw = H.new()
+    local ls, port = H.listener(fw)
+    local accepted = {}
+    local N = 20
+    local function on_accept(ok, err, listening, s)
+      assert.is_true(ok)
+      accepted[#accepted + 1] = s
+      if #accepted < N then listening:Accept(on_accept) else listening:Close() end
+    end
+    ls:Accept(on_accept)
+    local clients = {}
+    for i = 1, N do
+      local c = fw:CreateNetworkSocket("tcp")
+      clients[i] = c
+      c:Connect("127.0.0.1", port, function(ok) assert.is_true(ok) end)
+    end
+    H.run(fw)
+    assert.equal(N, #accepted)
+    for _, s in ipairs(accepted) do s:Close() end
+    for _, c in ipairs(clients) do c:Close() end
+  end)
+
+  it("works over IPv6 (::1) when the machine has it", function()
+    local fw = H.new()
+    local ls = fw:CreateNetworkSocket("tcp")
+    local ok = ls:Bind("::1", 0)
+    if not ok then ls:Close(); return end -- no IPv6 loopback here
+    assert(ls:Listen())
+    local addr = ls:GetSockName()
+    assert.equal("inet6", addr.family)
+    assert.equal("::1", addr.ip)
+    assert.equal("[::1]:" .. addr.port, tostring(addr))
+    local remote
+    ls:Accept(function(aok, err, l, s, r) remote = r; s:Close(); l:Close() end)
+    local c = fw:CreateNetworkSocket("tcp")
+    c:Connect("::1", addr.port, function(cok) assert.is_true(cok); c:Close() end)
+    H.run(fw)
+    assert.equal("inet6", remote.family)
+  end)
+
+  it("reports names and takes options", function()
+    local fw = H.new()
+    pair(fw, function(server, client)
+      assert.equal(server:GetSockName(), client:GetPeerName())
+      assert.equal(client:GetSockName(), server:GetPeerName())
+      assert.is_true(client:SetSockOpt("nodelay", true))
+      assert.is_true(client:GetSockOpt("nodelay"))
+      assert.is_true(client:set_sock_opt("keepalive", true))
+      assert.is_true(client:GetSockOpt("SO_KEEPALIVE"))
+      assert.is_true(client:SetSockOpt("rcvbuf", 65536))
+      assert.is_true(client:GetSockOpt("rcvbuf") >= 65536)
+      assert.is_true(client:SetSockOpt("sndbuf", 65536))
+      assert.is_true(client:get_sock_opt("sndbuf") >= 65536)
+      assert.is_true(server:GetSockOpt("reuseaddr") ~= nil)
+      assert.has_error(function() client:SetSockOpt("bogus", 1) end)
+      assert.has_error(function() client:SetSockOpt("rcvbuf", -1) end)
+      server:Close(); client:Close()
+    end)
+    H.run(fw)
+  end)
+
+  it("Bind on a port in use returns nil, message, WSAEADDRINUSE", function()
+    local fw = H.new()
+    local ls, port = H.listener(fw)
+    local s = fw:CreateNetworkSocket("tcp")
+    local ok, msg, code = s:Bind("127.0.0.1", port)
+    if ok then ok, msg, code = s:Listen() end -- libuv reports it at Listen
+    assert.is_nil(ok)
+    assert.is_string(msg)
+    assert.equal(E.WSAEADDRINUSE, code)
+    s:Close(); ls:Close()
+  end)
+
+  it("talks to a real client: nc", function()
+    local fw = H.new()
+    local ls, port = H.listener(fw)
+    ls:Accept(function(ok, err, l, s)
+      local function on_recv(rok, rerr, b)
+        if #b == 0 then s:Close() return end
+        s:Send(tostring(b):upper())
+        s:Recv(nil, on_recv)
+      end
+      s:Recv(nil, on_recv)
+      l:Close()
+    end)
+    local out = os.tmpname()
+    -- nc runs in the background, bounded by timeout; it sends, half-closes and prints the echo
+    os.execute(("(printf 'ping pong' | timeout 5 nc -N 127.0.0.1 %d > %s) &"):format(port, out))
+    H.run(fw, 6000)
+    -- nc may still be writing its output file: wait for it, bounded
+    local data = ""
+    for _ = 1, 50 do
+      local f = io.open(out); data = f:read("*a"); f:close()
+      if data ~= "" then break end
+      os.execute("sleep 0.05")
+    end
+    os.remove(out)
+    assert.equal("PING PONG", data)
+  end)
+
+  it("a sink-less Send is flushed even when the socket is dropped and collected", function()
+    local fw = H.new()
+    local ls, port = H.listener(fw)
+    local total = 0
+    local size = 4 * 1024 * 1024
+    ls:Accept(function(ok, err, l, s)
+      l:Close()
+      s:Send(("q"):rep(size)) -- no sink; much more than the socket buffer
+      s = nil
+      collectgarbage(); collectgarbage()
+    end)
+    local c = fw:CreateNetworkSocket("tcp")
+    c:Connect("127.0.0.1", port, function(ok, err, s)
+      local function on_recv(rok, rerr, b)
+        if #b == 0 then s:Close() return end
+        total = total + #b
+        s:Recv(nil, on_recv)
+      end
+      s:Recv(nil, on_recv)
+    end)
+    H.run(fw, 10000)
+    assert.equal(size, total)
+  end)
+end)
