@@ -115,9 +115,10 @@ size_t fwx_buffer_append(fwx_buffer_t *b, const char *p, size_t n) {
   return n;
 }
 
-/* Service buffers filled by a receive: the core writes, then hands them over. */
+/* A receive filled the buffer: copy n bytes from p, or, with p NULL, record that n
+ * bytes were read into it in place. */
 void fwx__buffer_fill(fwx_buffer_t *b, const char *p, size_t n) {
   assert(n <= b->capacity);
-  if (n > 0 && p != b->data) memcpy(b->data, p, n);
+  if (n > 0 && p != NULL && p != b->data) memcpy(b->data, p, n);
   b->size = n;
 }
