@@ -1,0 +1,43 @@
+rockspec_format = "3.0"
+package = "fwx"
+version = "scm-1"
+source = {
+  url = "git+file:///dev/null", -- built in place with `luarocks make`
+}
+description = {
+  summary = "The Firewall-service completion model (IOCP, overlapped objects, notification sinks) for Lua 5.4 on libuv",
+  detailed = [[
+    A C core on libuv with a completion port, overlapped records, sockets and
+    buffers; a Lua module exposing the ISA Server filter SDK's names, whose
+    completion handlers are Lua functions called by a dispatcher, never from
+    inside a libuv callback.
+  ]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.4, < 5.5",
+}
+external_dependencies = {
+  LIBUV = { header = "uv.h", library = "uv" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    fwx = "lua/fwx/init.lua",
+    ["fwx.core"] = {
+      sources = {
+        "csrc/core/buffer.c", "csrc/core/error.c", "csrc/core/handle.c",
+        "csrc/core/lookup.c", "csrc/core/overlapped.c", "csrc/core/port.c",
+        "csrc/core/socket.c", "csrc/core/stream.c", "csrc/core/timer.c",
+        "csrc/core/udp.c",
+        "csrc/lua/address.c", "csrc/lua/buffer.c", "csrc/lua/dispatch.c",
+        "csrc/lua/fwx.c", "csrc/lua/handle.c", "csrc/lua/overlapped.c",
+        "csrc/lua/service.c", "csrc/lua/socket.c", "csrc/lua/timer.c",
+      },
+      defines = { "_GNU_SOURCE" },
+      incdirs = { "csrc/core", "$(LIBUV_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)" },
+      libraries = { "uv", "pthread" },
+    },
+  },
+}
