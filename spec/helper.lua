@@ -34,8 +34,10 @@ end
 function H.run(fw, ms)
   local idle, why = fw:run(ms or H.TIMEOUT_MS)
   if not idle then
-    error(("fw:run() did not finish: %s, %d operations still pending"):format(
-      why, fw:pending()), 2)
+    local kinds = {}
+    for k, n in pairs(fw:pending(true)) do kinds[#kinds + 1] = k .. "=" .. n end
+    error(("fw:run() did not finish: %s, %d operations still pending (%s)"):format(
+      why, fw:pending(), table.concat(kinds, " ")), 2)
   end
 end
 

@@ -232,6 +232,34 @@ describe("tcp sockets", function()
     assert.is_true(failed >= 1)
   end)
 
+  it("a peer reset ends every queued Send without the sender having to close", function()
+    local fw = H.new()
+    local results = {}
+    local client
+    pair(fw, function(server, c)
+      client = c
+      local big = ("w"):rep(256 * 1024)
+      for i = 1, 40 do
+        c:Send(big, function(ok, err, payload, ud) results[#results + 1] = { ok, err, ud } end, i)
+      end
+      fw:SetTimer(20, function() server:Close(true) end)
+    end)
+    H.run(fw, 10000) -- returns only if all 40 notifications came
+    assert.equal(40, #results)
+    local failed = 0
+    for i, r in ipairs(results) do
+      assert.equal(i, r[3])
+      if not r[1] then failed = failed + 1 end
+    end
+    assert.is_true(failed >= 1)
+    -- the socket is still the caller's to close; a Recv now reports the reset
+    local got
+    client:Recv(nil, function(ok, err) got = err end)
+    H.run(fw)
+    assert.is_true(got == fwx.errors.ERROR_NETNAME_DELETED or got == fwx.errors.ERROR_OPERATION_ABORTED)
+    client:Close()
+  end)
+
   it("Send after Shutdown fails with WSAESHUTDOWN (10058) as a notification, not a raise", function()
     local fw = H.new()
     local calls, eof = {}, nil

@@ -43,11 +43,13 @@ struct fwx_op {
   fwx_op_t *next;          /* the port's FIFO */
   fwx_port_t *port;
   uintptr_t key;           /* the starter's key, returned verbatim */
-  void *object;            /* socket / handle / timer holding a reference, or NULL */
-  void (*release_object)(void *object);
+  void *object;            /* socket / handle / timer holding a reference (which one
+                              the kind says), or NULL */
   fwx_buffer_t *buf;       /* buffer this operation holds a reference to */
-  fwx_socket_t *accepted;
-  struct addrinfo *result;
+  union {
+    fwx_socket_t *accepted; /* accept */
+    struct addrinfo *result; /* look-up */
+  } out;
   size_t bytes;
   int status;              /* libuv status */
   int error;               /* Win32 code decided at completion */
@@ -90,14 +92,16 @@ typedef struct fwx__sendop {
  * receives keep coming; a chunk that arrives with no receive pending is held (one at
  * most) and reading pauses until a receive claims it. */
 typedef struct fwx__reader {
-  fwx_port_t *port;
-  uv_stream_t *stream;
+  uv_stream_t *stream;     /* its loop's data is the port */
   fwx_op_t *op;            /* the pending receive, or NULL */
   fwx_buffer_t *chunk;     /* unclaimed bytes */
   size_t chunk_off;
   int status;              /* sticky end of stream: UV_EOF or an error; 0 while open */
   size_t writes;           /* uv_write requests in flight: while any, no try_write, so
                               sends complete in the order they were issued */
+  /* A write failed (reset, EPIPE). libuv then leaves later queued writes waiting
+   * until the handle closes, so the owner is told and decides. */
+  void (*write_failed)(struct fwx__reader *r, int status);
   unsigned reading : 1;
 } fwx__reader_t;
 
@@ -106,6 +110,7 @@ struct fwx_port {
   fwx_op_t *head, *tail;   /* completion FIFO */
   size_t queued;
   size_t pending;          /* started and not yet dequeued (or silently completed) */
+  size_t pending_kind[FWX_OP_LOOKUP + 1]; /* the same, by kind: for metrics and tests */
   int refs;
   unsigned closing : 1;
   unsigned finished : 1;
@@ -141,17 +146,16 @@ struct fwx_socket {
     uv_udp_t udp;
   } uv;
   fwx__reader_t reader;    /* tcp */
-  fwx__udp_ext_t *udp;     /* udp only */
   fwx_op_t recv_op;
-  fwx_op_t conn_op;        /* accept or connect */
-  uv_connect_t connect_req;
-  uv_shutdown_t shutdown_req;
-  size_t sends;            /* sends not yet completed */
+  /* Allocated when first needed, so that an accepted connection, which never
+   * accepts, connects or shuts down, does not carry them: idle memory is per
+   * connection. */
+  fwx__udp_ext_t *udp;     /* udp only */
+  struct fwx__conn *conn;  /* Accept or Connect */
   int rcvbuf, sndbuf;      /* options set before the descriptor exists */
   unsigned closed : 1;
   unsigned listening : 1;
   unsigned conn_ready : 1; /* libuv holds a connection no Accept has claimed */
-  int conn_status;         /* an accept error waiting for the next Accept */
   unsigned shut : 1;
   unsigned has_fd : 1;
   unsigned reuseaddr : 1;
@@ -159,6 +163,12 @@ struct fwx_socket {
   unsigned uv_closing : 1;     /* uv_close called */
   unsigned close_after_shutdown : 1;
 };
+
+typedef struct fwx__conn {
+  fwx_op_t op;             /* the pending Accept or Connect */
+  uv_connect_t req;
+  int status;              /* an accept error waiting for the next Accept */
+} fwx__conn_t;
 
 struct fwx_handle {
   fwx__link_t link;
@@ -190,7 +200,7 @@ struct fwx_timer {
 
 /* port.c */
 void fwx__op_init(fwx_op_t *op, fwx_port_t *port, fwx_op_kind_t kind);
-void fwx__op_start(fwx_op_t *op, uintptr_t key, void *object, void (*release)(void *));
+void fwx__op_start(fwx_op_t *op, uintptr_t key, void *object);
 void fwx__op_complete(fwx_op_t *op, int status);
 fwx_op_t *fwx__op_alloc(fwx_port_t *port, fwx_op_kind_t kind);
 fwx__sendop_t *fwx__sendop_alloc(fwx_port_t *port);

@@ -97,6 +97,7 @@ void fwx_port_deadline(fwx_port_t *port, int64_t ms);
 int fwx_port_deadline_hit(const fwx_port_t *port);
 size_t fwx_port_queued(const fwx_port_t *port);
 size_t fwx_port_pending(const fwx_port_t *port);  /* started, not yet dequeued */
+size_t fwx_port_pending_kind(const fwx_port_t *port, fwx_op_kind_t kind);
 int fwx_port_closing(const fwx_port_t *port);
 /* PostQueuedCompletionStatus: one packet per post, never coalesced. */
 int fwx_port_post(fwx_port_t *port, uintptr_t key);

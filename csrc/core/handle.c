@@ -13,8 +13,6 @@ static void close_fd(fwx_handle_t *h) {
   h->fd = -1;
 }
 
-static void handle_release(void *h) { fwx_handle_unref(h); }
-
 static void close_cb(uv_handle_t *uvh) {
   fwx_handle_t *h = fwx__container_of(uvh, fwx_handle_t, uv.handle);
   fwx_handle_unref(h);
@@ -121,7 +119,7 @@ static void start(fwx_handle_t *h, fwx_op_t *op, fwx_op_kind_t kind, fwx_buffer_
                   uintptr_t key) {
   op->kind = (unsigned char)kind;
   h->refs++;
-  fwx__op_start(op, key, h, handle_release);
+  fwx__op_start(op, key, h);
   fwx_buffer_ref(buf);
   op->buf = buf;
 }

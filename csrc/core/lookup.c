@@ -10,7 +10,7 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
     uv_freeaddrinfo(res);
     res = NULL;
   }
-  ro->op.result = res;
+  ro->op.out.result = res;
   fwx__op_complete(&ro->op, status);
 }
 
@@ -27,7 +27,7 @@ int fwx_lookup(fwx_port_t *port, const char *name, uintptr_t key) {
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM; /* one entry per address, not per socket type */
-  fwx__op_start(&ro->op, key, NULL, NULL);
+  fwx__op_start(&ro->op, key, NULL);
   fwx__list_insert(&port->ops, &ro->link);
   r = uv_getaddrinfo(&port->loop, &ro->req.gai, gai_cb, name, NULL, &hints);
   if (r != 0) {

@@ -101,6 +101,9 @@ void fwx_port_deadline(fwx_port_t *port, int64_t ms) {
 int fwx_port_deadline_hit(const fwx_port_t *port) { return port->deadline_hit; }
 size_t fwx_port_queued(const fwx_port_t *port) { return port->queued; }
 size_t fwx_port_pending(const fwx_port_t *port) { return port->pending; }
+size_t fwx_port_pending_kind(const fwx_port_t *port, fwx_op_kind_t kind) {
+  return (unsigned)kind <= FWX_OP_LOOKUP ? port->pending_kind[kind] : 0;
+}
 int fwx_port_closing(const fwx_port_t *port) { return port->closing; }
 
 char *fwx__scratch_get(fwx_port_t *port) { return port->scratch; }
@@ -115,11 +118,10 @@ void fwx__op_init(fwx_op_t *op, fwx_port_t *port, fwx_op_kind_t kind) {
   op->last = 1;
 }
 
-void fwx__op_start(fwx_op_t *op, uintptr_t key, void *object, void (*release)(void *)) {
+void fwx__op_start(fwx_op_t *op, uintptr_t key, void *object) {
   assert(op->state == FWX__IDLE);
   op->key = key;
   op->object = object;
-  op->release_object = release;
   op->bytes = 0;
   op->status = 0;
   op->error = 0;
@@ -127,6 +129,7 @@ void fwx__op_start(fwx_op_t *op, uintptr_t key, void *object, void (*release)(vo
   op->has_address = 0;
   op->state = FWX__PENDING;
   op->port->pending++;
+  op->port->pending_kind[op->kind]++;
 }
 
 static void recycle(fwx_port_t *port, fwx_op_t *op) {
@@ -157,7 +160,17 @@ static void op_release_held(fwx_op_t *op) {
     op->buf = NULL;
   }
   op->lent = 0;
-  if (op->object != NULL && op->release_object != NULL) op->release_object(op->object);
+  if (op->object == NULL) return;
+  switch (op->kind) {
+  case FWX_OP_ACCEPT:
+  case FWX_OP_CONNECT:
+  case FWX_OP_RECV:
+  case FWX_OP_SEND: fwx_socket_unref(op->object); break;
+  case FWX_OP_READ:
+  case FWX_OP_WRITE: fwx_handle_unref(op->object); break;
+  case FWX_OP_TIMER: fwx_timer_unref(op->object); break;
+  default: break;
+  }
 }
 
 static void op_free(fwx_op_t *op) {
@@ -180,6 +193,7 @@ void fwx__op_complete(fwx_op_t *op, int status) {
     /* A Send with no sink: nobody is told, but it was pending until now. */
     op->state = FWX__IDLE;
     port->pending--;
+    port->pending_kind[op->kind]--;
     op_release_held(op);
     op_free(op);
     return;
@@ -233,6 +247,7 @@ int fwx_port_get(fwx_port_t *port, fwx_completion_t *out) {
   if (port->head == NULL) port->tail = NULL;
   port->queued--;
   port->pending--;
+  port->pending_kind[op->kind]--;
 
   if (op->cancelled) {
     /* Cancelled by the caller or by shutdown: 995, even if the work raced to an end. */
@@ -252,8 +267,8 @@ int fwx_port_get(fwx_port_t *port, fwx_completion_t *out) {
   out->key = op->key;
   out->object = op->object;
   out->last = op->last;
-  out->accepted = op->accepted;
-  out->result = op->result;
+  out->accepted = op->kind == FWX_OP_ACCEPT ? op->out.accepted : NULL;
+  out->result = op->kind == FWX_OP_LOOKUP ? op->out.result : NULL;
   out->has_address = 0;
   if (op->has_address && op->object != NULL && op->kind == FWX_OP_RECV) {
     fwx_socket_t *s = op->object;
@@ -262,8 +277,8 @@ int fwx_port_get(fwx_port_t *port, fwx_completion_t *out) {
       out->has_address = 1;
     }
   }
-  op->accepted = NULL;
-  op->result = NULL;
+  op->out.accepted = NULL;
+  op->out.result = NULL;
   if (op->lent) {
     out->buffer = NULL;
   } else {
@@ -326,7 +341,7 @@ int fwx_port_post(fwx_port_t *port, uintptr_t key) {
   if (port->closing) return FWX_ECLOSED;
   op = fwx__op_alloc(port, FWX_OP_TASK);
   if (op == NULL) return UV_ENOMEM;
-  fwx__op_start(op, key, NULL, NULL);
+  fwx__op_start(op, key, NULL);
   fwx__op_complete(op, 0);
   return 0;
 }

@@ -9,11 +9,24 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
-static void socket_release(void *s) { fwx_socket_unref(s); }
-
 static void close_cb(uv_handle_t *h) {
   fwx_socket_t *s = fwx__container_of(h, fwx_socket_t, uv.handle);
   fwx_socket_unref(s);
+}
+
+static void close_now(fwx_socket_t *s, int abortive);
+
+/* The connection broke under a write. Sends queued behind it would wait for a close
+ * that may never come (and a graceful close waits for them): close the handle now,
+ * which ends them with 995. Later operations report the error; the Lua object stays
+ * open until its owner closes it. */
+static void write_failed(fwx__reader_t *r, int status) {
+  fwx_socket_t *s = fwx__container_of(r, fwx_socket_t, reader);
+  if (r->status == 0 || r->status == UV_EOF) r->status = status;
+  if (r->writes > 0 || s->close_after_shutdown) {
+    fwx__reader_cancel(r, status);
+    close_now(s, 0);
+  }
 }
 
 int fwx_socket_new(fwx_port_t *port, fwx_proto_t proto, fwx_socket_t **out) {
@@ -34,6 +47,7 @@ int fwx_socket_new(fwx_port_t *port, fwx_proto_t proto, fwx_socket_t **out) {
     r = uv_tcp_init(&port->loop, &s->uv.tcp);
     if (r != 0) goto fail;
     fwx__reader_init(&s->reader, port, &s->uv.stream);
+    s->reader.write_failed = write_failed;
   }
   /* Nothing can fail past this point. */
   s->port = port;
@@ -41,7 +55,6 @@ int fwx_socket_new(fwx_port_t *port, fwx_proto_t proto, fwx_socket_t **out) {
   s->refs = 2; /* the caller and the libuv handle */
   fwx_port_ref(port);
   fwx__op_init(&s->recv_op, port, FWX_OP_RECV);
-  fwx__op_init(&s->conn_op, port, FWX_OP_CONNECT);
   fwx__list_insert(&port->sockets, &s->link);
   *out = s;
   return 0;
@@ -60,6 +73,7 @@ void fwx_socket_unref(fwx_socket_t *s) {
   if (--s->refs > 0) return;
   port = s->port;
   free(s->udp);
+  free(s->conn);
   free(s);
   fwx_port_unref(port);
 }
@@ -109,14 +123,28 @@ int fwx_socket_bind(fwx_socket_t *s, const struct sockaddr *addr) {
 
 static void do_accept(fwx_socket_t *s);
 
+/* The Accept/Connect record, made on first use. */
+static fwx__conn_t *conn_of(fwx_socket_t *s) {
+  if (s->conn == NULL) {
+    s->conn = calloc(1, sizeof *s->conn);
+    if (s->conn == NULL) return NULL;
+    fwx__op_init(&s->conn->op, s->port, FWX_OP_CONNECT);
+  }
+  return s->conn;
+}
+
+static int conn_pending(const fwx_socket_t *s, fwx_op_kind_t kind) {
+  return s->conn != NULL && s->conn->op.state == FWX__PENDING && s->conn->op.kind == kind;
+}
+
 static void connection_cb(uv_stream_t *server, int status) {
   fwx_socket_t *s = fwx__container_of(server, fwx_socket_t, uv.stream);
-  int accept_pending = s->conn_op.state == FWX__PENDING;
+  int accept_pending = conn_pending(s, FWX_OP_ACCEPT);
   if (status < 0) {
     if (accept_pending)
-      fwx__op_complete(&s->conn_op, status);
-    else
-      s->conn_status = status;
+      fwx__op_complete(&s->conn->op, status);
+    else if (s->conn != NULL)
+      s->conn->status = status;
     return;
   }
   /* Without an Accept pending, libuv keeps the connection and stops watching the
@@ -132,19 +160,19 @@ static void do_accept(fwx_socket_t *s) {
   int r = fwx_socket_new(s->port, FWX_TCP, &c);
   if (r != 0) {
     s->conn_ready = 1; /* libuv still holds it; the next Accept tries again */
-    fwx__op_complete(&s->conn_op, r);
+    fwx__op_complete(&s->conn->op, r);
     return;
   }
   r = uv_accept(&s->uv.stream, &c->uv.stream);
   if (r != 0) {
     fwx_socket_close(c, 0);
     fwx_socket_unref(c);
-    fwx__op_complete(&s->conn_op, r);
+    fwx__op_complete(&s->conn->op, r);
     return;
   }
   c->has_fd = 1;
-  s->conn_op.accepted = c; /* the creator's reference goes with the packet */
-  fwx__op_complete(&s->conn_op, 0);
+  s->conn->op.out.accepted = c; /* the creator's reference goes with the packet */
+  fwx__op_complete(&s->conn->op, 0);
 }
 
 int fwx_socket_listen(fwx_socket_t *s, int backlog) {
@@ -168,18 +196,22 @@ static int check_start(fwx_socket_t *s, fwx_op_t *op) {
 static void start(fwx_socket_t *s, fwx_op_t *op, fwx_op_kind_t kind, uintptr_t key) {
   op->kind = (unsigned char)kind;
   s->refs++;
-  fwx__op_start(op, key, s, socket_release);
+  fwx__op_start(op, key, s);
 }
 
 int fwx_socket_accept(fwx_socket_t *s, uintptr_t key) {
-  int r = check_start(s, &s->conn_op);
-  if (r != 0) return r;
+  fwx__conn_t *conn;
+  int r;
+  if (s->closed || s->port->closing) return FWX_ECLOSED;
   if (!s->listening) return FWX_ESTATE;
-  start(s, &s->conn_op, FWX_OP_ACCEPT, key);
-  if (s->conn_status != 0) {
-    r = s->conn_status;
-    s->conn_status = 0;
-    fwx__op_complete(&s->conn_op, r);
+  if ((conn = conn_of(s)) == NULL) return UV_ENOMEM;
+  r = check_start(s, &conn->op);
+  if (r != 0) return r;
+  start(s, &conn->op, FWX_OP_ACCEPT, key);
+  if (conn->status != 0) {
+    r = conn->status;
+    conn->status = 0;
+    fwx__op_complete(&conn->op, r);
   } else if (s->conn_ready) {
     s->conn_ready = 0;
     do_accept(s);
@@ -191,25 +223,29 @@ static void connect_cb(uv_connect_t *req, int status) {
   fwx_socket_t *s = req->data;
   s->connecting = 0;
   if (status == 0) apply_deferred_opts(s);
-  fwx__op_complete(&s->conn_op, status);
+  fwx__op_complete(&s->conn->op, status);
 }
 
 int fwx_socket_connect(fwx_socket_t *s, const struct sockaddr *addr, uintptr_t key) {
-  int r = check_start(s, &s->conn_op);
-  if (r != 0) return r;
+  fwx__conn_t *conn;
+  int r;
+  if (s->closed || s->port->closing) return FWX_ECLOSED;
   if (s->listening) return FWX_ESTATE;
-  start(s, &s->conn_op, FWX_OP_CONNECT, key);
+  if ((conn = conn_of(s)) == NULL) return UV_ENOMEM;
+  r = check_start(s, &conn->op);
+  if (r != 0) return r;
+  start(s, &conn->op, FWX_OP_CONNECT, key);
   if (s->proto == FWX_UDP) {
     r = uv_udp_connect(&s->uv.udp, addr);
     if (r == 0) apply_deferred_opts(s);
-    fwx__op_complete(&s->conn_op, r);
+    fwx__op_complete(&conn->op, r);
     return 0;
   }
-  s->connect_req.data = s;
-  r = uv_tcp_connect(&s->connect_req, &s->uv.tcp, addr, connect_cb);
+  conn->req.data = s;
+  r = uv_tcp_connect(&conn->req, &s->uv.tcp, addr, connect_cb);
   if (r != 0) {
     /* Refused at once (unreachable, bad family): still a notification. */
-    fwx__op_complete(&s->conn_op, r);
+    fwx__op_complete(&conn->op, r);
     return 0;
   }
   s->connecting = 1;
@@ -256,6 +292,10 @@ int fwx_socket_send(fwx_socket_t *s, fwx_buffer_t *buf, const char *data, size_t
     fwx__op_complete(&so->op, UV_ESHUTDOWN);
     return 0;
   }
+  if (s->uv_closing) { /* broken under an earlier write */
+    fwx__op_complete(&so->op, s->reader.status < 0 ? s->reader.status : UV_ECANCELED);
+    return 0;
+  }
   if (s->proto == FWX_UDP) return fwx__udp_send(s, so, data, len, to);
   return fwx__stream_write(&s->uv.stream, &so->req.write, &so->op, data, len);
 }
@@ -278,15 +318,21 @@ static void close_now(fwx_socket_t *s, int abortive) {
 static void shutdown_cb(uv_shutdown_t *req, int status) {
   fwx_socket_t *s = req->data;
   (void)status;
+  free(req);
   if (s->close_after_shutdown) close_now(s, 0);
   fwx_socket_unref(s);
 }
 
 static int start_shutdown(fwx_socket_t *s) {
+  uv_shutdown_t *req = malloc(sizeof *req);
   int r;
-  s->shutdown_req.data = s;
-  r = uv_shutdown(&s->shutdown_req, &s->uv.stream, shutdown_cb);
-  if (r != 0) return r;
+  if (req == NULL) return UV_ENOMEM;
+  req->data = s;
+  r = uv_shutdown(req, &s->uv.stream, shutdown_cb);
+  if (r != 0) {
+    free(req);
+    return r;
+  }
   s->shut = 1;
   s->refs++;
   return 0;
@@ -296,11 +342,13 @@ int fwx_socket_shutdown(fwx_socket_t *s) {
   if (s->closed) return FWX_ECLOSED;
   if (s->proto != FWX_TCP || s->listening) return FWX_ESTATE;
   if (s->shut) return 0;
+  if (s->uv_closing) return UV_ENOTCONN;
   return start_shutdown(s);
 }
 
 /* force: the port is shutting down, nothing waits for the peer. */
 static int close_socket(fwx_socket_t *s, int abortive, int force) {
+  int broken = s->proto == FWX_TCP && s->reader.status != 0 && s->reader.status != UV_EOF;
   if (s->closed) {
     if (abortive || force) close_now(s, abortive);
     return 0;
@@ -312,9 +360,9 @@ static int close_socket(fwx_socket_t *s, int abortive, int force) {
     fwx__reader_cancel(&s->reader, UV_ECANCELED);
   /* Accepts are ours to end; a pending connect and queued writes are ended by libuv
    * with UV_ECANCELED when the handle closes. */
-  if (s->conn_op.state == FWX__PENDING && s->conn_op.kind == FWX_OP_ACCEPT)
-    fwx__op_complete(&s->conn_op, UV_ECANCELED);
-  if (!abortive && !force && s->proto == FWX_TCP && s->reader.writes > 0) {
+  if (conn_pending(s, FWX_OP_ACCEPT)) fwx__op_complete(&s->conn->op, UV_ECANCELED);
+  if (!abortive && !force && !broken && s->proto == FWX_TCP && s->reader.writes > 0 &&
+      !s->uv_closing) {
     /* A graceful close flushes what was already sent, as closesocket's does: the
      * shutdown request runs after the queued writes and then closes the handle. */
     s->close_after_shutdown = 1;

@@ -10,8 +10,8 @@
 static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
 void fwx__reader_init(fwx__reader_t *r, fwx_port_t *port, uv_stream_t *stream) {
+  (void)port;
   memset(r, 0, sizeof *r);
-  r->port = port;
   r->stream = stream;
   stream->data = r;
 }
@@ -24,7 +24,7 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
     /* A receive into the caller's buffer: read straight into it, no copy. */
     *buf = uv_buf_init(fwx_buffer_data(op->buf), (unsigned)fwx_buffer_capacity(op->buf));
   } else {
-    *buf = uv_buf_init(fwx__scratch_get(r->port), FWX__READ_CHUNK);
+    *buf = uv_buf_init(fwx__scratch_get(r->stream->loop->data), FWX__READ_CHUNK);
   }
 }
 
@@ -165,6 +165,7 @@ static void write_cb(uv_write_t *req, int status) {
   fwx__reader_t *r = req->handle->data;
   r->writes--;
   fwx__op_complete(op, status);
+  if (status < 0 && status != UV_ECANCELED && r->write_failed != NULL) r->write_failed(r, status);
 }
 
 /* Write data/len (which op->buf holds, or which the caller only lends for this call):

@@ -3,8 +3,6 @@
  * pending in the port's count until then. */
 #include "fwx-int.h"
 
-static void timer_release(void *t) { fwx_timer_unref(t); }
-
 static void close_cb(uv_handle_t *h) {
   fwx_timer_t *t = fwx__container_of(h, fwx_timer_t, timer);
   fwx_timer_unref(t);
@@ -30,7 +28,7 @@ static void timer_cb(uv_timer_t *h) {
   if (tick == NULL) return; /* out of memory: this period is lost, the timer goes on */
   tick->last = 0;
   t->refs++;
-  fwx__op_start(tick, t->op.key, t, timer_release);
+  fwx__op_start(tick, t->op.key, t);
   fwx__op_complete(tick, 0);
 }
 
@@ -48,7 +46,7 @@ int fwx_timer_start(fwx_port_t *port, uint64_t ms, uint64_t repeat_ms, uintptr_t
   t->active = 1;
   fwx__list_insert(&port->timers, &t->link);
   fwx__op_init(&t->op, port, FWX_OP_TIMER);
-  fwx__op_start(&t->op, key, t, timer_release);
+  fwx__op_start(&t->op, key, t);
   uv_timer_start(&t->timer, timer_cb, ms, repeat_ms);
   *out = t;
   return 0;

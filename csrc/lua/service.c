@@ -130,9 +130,24 @@ static int l_tostring(lua_State *L) {
   return 1;
 }
 
+/* pending() -> the number of operations started and not yet notified;
+ * pending(true) -> a table of them by operation ("Recv", "Send", "timer", ...). */
 static int l_pending(lua_State *L) {
+  static const char *const names[] = {"none", "Accept", "Connect", "Recv", "Send", "Read",
+                                      "Write", "task", "timer", "GetHostByName"};
   lfwx_service_t *sv = lfwx_check_service(L, 1);
-  lua_pushinteger(L, sv->closed ? 0 : (lua_Integer)fwx_port_pending(sv->port));
+  int k;
+  if (!lua_toboolean(L, 2)) {
+    lua_pushinteger(L, sv->closed ? 0 : (lua_Integer)fwx_port_pending(sv->port));
+    return 1;
+  }
+  lua_newtable(L);
+  for (k = FWX_OP_ACCEPT; k <= FWX_OP_LOOKUP && !sv->closed; k++) {
+    size_t n = fwx_port_pending_kind(sv->port, (fwx_op_kind_t)k);
+    if (n == 0) continue;
+    lua_pushinteger(L, (lua_Integer)n);
+    lua_setfield(L, -2, names[k]);
+  }
   return 1;
 }
 

@@ -1,0 +1,388 @@
+local fwx = require "fwx"
+local H = require "spec.helper"
+
+describe("SetTimer", function()
+  before_each(H.before)
+  after_each(H.after)
+
+  -- Handler errors are collected, so that an assertion inside a sink fails the test.
+  local function new_fw()
+    local errors = {}
+    local fw = H.new{ on_error = function(msg) errors[#errors + 1] = msg end }
+    return fw, errors
+  end
+
+  local function no_errors(errors)
+    assert.equal("", table.concat(errors, "\n----\n"))
+  end
+
+  local function assert_raises(pattern, fn)
+    local ok, err = pcall(fn)
+    assert.is_false(ok, "expected an error")
+    assert.truthy(tostring(err):find(pattern, 1, true), ("%q does not contain %q"):format(tostring(err), pattern))
+  end
+
+  it("notifies once with (true, 0, userdata), later, from run()", function()
+    local fw = H.new()
+    local sink, calls = H.recorder()
+    local t = fw:SetTimer(10, sink, "ud")
+    assert.equal(0, #calls)
+    assert.is_true(t:IsActive())
+    H.run(fw)
+    assert.equal(1, #calls)
+    assert.same({ true, 0, "ud", n = 3 }, calls[1])
+    assert.is_false(t:IsActive())
+  end)
+
+  it("is never inline, even with 0 ms", function()
+    local fw = H.new()
+    local sink, calls = H.recorder()
+    fw:SetTimer(0, sink, 1)
+    fw:SetTimer(0, sink, 2)
+    assert.equal(0, #calls)
+    H.run(fw)
+    assert.equal(2, #calls)
+    assert.same({ true, 0, 1, n = 3 }, calls[1])
+    assert.same({ true, 0, 2, n = 3 }, calls[2])
+  end)
+
+  it("a timer set from a timer's sink is not run inside that sink", function()
+    local fw, errors = new_fw()
+    local order = {}
+    fw:SetTimer(0, function()
+      order[#order + 1] = "outer start"
+      fw:SetTimer(0, function() order[#order + 1] = "inner" end, nil)
+      order[#order + 1] = "outer end"
+    end, nil)
+    H.run(fw)
+    no_errors(errors)
+    assert.same({ "outer start", "outer end", "inner" }, order)
+  end)
+
+  it("does not fire early", function()
+    local fw = H.new()
+    local sink, calls = H.recorder()
+    fw:SetTimer(300, sink, "late")
+    local idle = fw:run(100)
+    assert.is_false(idle)
+    assert.equal(0, #calls)
+    H.run(fw)
+    assert.equal(1, #calls)
+    assert.same({ true, 0, "late", n = 3 }, calls[1])
+  end)
+
+  it("fires timers in the order they expire", function()
+    local fw = H.new()
+    local seen = {}
+    local function sink(ok, err, ud) seen[#seen + 1] = ud end
+    fw:SetTimer(60, sink, 60)
+    fw:SetTimer(20, sink, 20)
+    fw:SetTimer(40, sink, 40)
+    fw:SetTimer(0, sink, 0)
+    H.run(fw)
+    assert.same({ 0, 20, 40, 60 }, seen)
+  end)
+
+  it("passes nil and false user data through", function()
+    local fw = H.new()
+    local sink, calls = H.recorder()
+    fw:SetTimer(0, sink)
+    fw:SetTimer(0, sink, false)
+    H.run(fw)
+    assert.equal(2, #calls)
+    assert.same({ true, 0, nil, n = 3 }, calls[1])
+    assert.same({ true, 0, false, n = 3 }, calls[2])
+  end)
+
+  describe("Cancel", function()
+    it("ends a pending timer with exactly one (false, 995, userdata), not inline", function()
+      local fw = H.new()
+      local sink, calls = H.recorder()
+      local t = fw:SetTimer(60000, sink, "c")
+      assert.is_true(t:Cancel())
+      assert.equal(0, #calls)
+      assert.is_false(t:IsActive())
+      assert.is_false(t:Cancel()) -- already cancelled
+      H.run(fw)
+      assert.equal(1, #calls)
+      assert.same({ false, 995, "c", n = 3 }, calls[1])
+      assert.equal(fwx.errors.ERROR_OPERATION_ABORTED, calls[1][2])
+    end)
+
+    it("returns false on a finished timer and adds no notification", function()
+      local fw = H.new()
+      local sink, calls = H.recorder()
+      local t = fw:SetTimer(1, sink, "f")
+      H.run(fw)
+      assert.equal(1, #calls)
+      assert.is_false(t:Cancel())
+      assert.is_false(t:Cancel())
+      H.run(fw)
+      assert.equal(1, #calls)
+      assert.same({ true, 0, "f", n = 3 }, calls[1])
+    end)
+
+    it("from the timer's own sink returns false (it has finished)", function()
+      local fw, errors = new_fw()
+      local t, result
+      local sink, calls = H.recorder()
+      t = fw:SetTimer(5, function(...) sink(...); result = t:Cancel() end, "own")
+      H.run(fw)
+      no_errors(errors)
+      assert.equal(1, #calls)
+      assert.same({ true, 0, "own", n = 3 }, calls[1])
+      assert.is_false(result)
+    end)
+
+    it("of a timer that expired but whose notification is still queued returns false", function()
+      local fw, errors = new_fw()
+      local late, result = nil, nil
+      local sink, calls = H.recorder()
+      -- Both expire in the same loop iteration; the first sink cancels the second,
+      -- whose notification is already queued: too late, as CancelIoEx finds it.
+      fw:SetTimer(20, function() result = late:Cancel() end, nil)
+      late = fw:SetTimer(20, sink, "late")
+      H.run(fw)
+      no_errors(errors)
+      assert.equal(1, #calls)
+      if result then
+        assert.same({ false, 995, "late", n = 3 }, calls[1])
+      else
+        assert.same({ true, 0, "late", n = 3 }, calls[1])
+      end
+    end)
+
+    it("has a snake_case alias", function()
+      local fw = H.new()
+      local sink, calls = H.recorder()
+      local t = fw:set_timer(60000, sink, 1)
+      assert.equal(t.Cancel, t.cancel)
+      assert.equal(t.IsActive, t.is_active)
+      assert.is_true(t:cancel())
+      H.run(fw)
+      assert.equal(1, #calls)
+      assert.same({ false, 995, 1, n = 3 }, calls[1])
+    end)
+  end)
+
+  describe("repeating (repeat_ms)", function()
+    it("notifies once per period, then exactly one 995 after Cancel()", function()
+      local fw, errors = new_fw()
+      local calls, t = {}, nil
+      local inline_995
+      t = fw:SetTimer(10, function(ok, err, ud)
+        calls[#calls + 1] = { ok, err, ud }
+        if ok and #calls == 5 then
+          local n = #calls
+          assert.is_true(t:Cancel())
+          inline_995 = #calls ~= n
+        end
+      end, "rep", 10)
+      assert.equal(0, #calls)
+      H.run(fw)
+      no_errors(errors)
+      assert.is_false(inline_995)
+      assert.equal(6, #calls)
+      for i = 1, 5 do assert.same({ true, 0, "rep" }, calls[i]) end
+      assert.same({ false, 995, "rep" }, calls[6])
+      assert.is_false(t:IsActive())
+      assert.is_false(t:Cancel())
+    end)
+
+    it("ticks at its period, not faster (counted against a one-shot timer)", function()
+      local fw, errors = new_fw()
+      local ticks, aborted, after_cancel = 0, 0, 0
+      local cancelled = false
+      local rep = fw:SetTimer(25, function(ok, err)
+        if cancelled and ok then after_cancel = after_cancel + 1 end
+        if ok then ticks = ticks + 1 elseif err == 995 then aborted = aborted + 1 end
+      end, nil, 25)
+      fw:SetTimer(265, function() cancelled = true; rep:Cancel() end, nil)
+      H.run(fw)
+      no_errors(errors)
+      -- 265 ms at 25 ms a period is 10 periods; a busy machine may lose some, but a
+      -- timer never fires more often than its period.
+      assert.is_true(ticks <= 10, ticks .. " ticks in 265 ms")
+      assert.is_true(ticks >= 5, "only " .. ticks .. " ticks in 265 ms")
+      assert.equal(1, aborted)
+      assert.equal(0, after_cancel)
+    end)
+
+    it("with a first delay of 0 still waits for run()", function()
+      local fw, errors = new_fw()
+      local calls, t = {}, nil
+      t = fw:SetTimer(0, function(ok, err, ud)
+        calls[#calls + 1] = { ok, err, ud }
+        if #calls == 3 then t:Cancel() end
+      end, "z", 5)
+      assert.equal(0, #calls)
+      H.run(fw)
+      no_errors(errors)
+      assert.same({ { true, 0, "z" }, { true, 0, "z" }, { true, 0, "z" }, { false, 995, "z" } }, calls)
+    end)
+
+    it("cancelled before its first period gives only the 995", function()
+      local fw = H.new()
+      local sink, calls = H.recorder()
+      local t = fw:SetTimer(50, sink, "r", 50)
+      assert.is_true(t:Cancel())
+      H.run(fw)
+      assert.equal(1, #calls)
+      assert.same({ false, 995, "r", n = 3 }, calls[1])
+    end)
+  end)
+
+  describe("object sinks", function()
+    it("call CompleteTimer(self, ok, err, userdata)", function()
+      local fw, errors = new_fw()
+      local obj = { calls = {} }
+      function obj:CompleteTimer(...) self.calls[#self.calls + 1] = table.pack(self, ...) end
+      fw:SetTimer(0, obj, "o")
+      local t = fw:SetTimer(60000, obj, "o2")
+      t:Cancel()
+      H.run(fw)
+      no_errors(errors)
+      assert.equal(2, #obj.calls)
+      -- order: the cancel's packet and the 0 ms expiry may come either way round
+      table.sort(obj.calls, function(a, b) return tostring(a[4]) < tostring(b[4]) end)
+      assert.same({ obj, true, 0, "o", n = 4 }, obj.calls[1])
+      assert.same({ obj, false, 995, "o2", n = 4 }, obj.calls[2])
+    end)
+
+    it("works with an object whose method comes from a metatable", function()
+      local fw = H.new()
+      local Class = {}
+      Class.__index = Class
+      function Class:CompleteTimer(ok, err, ud) self.got = { ok, err, ud } end
+      local obj = setmetatable({}, Class)
+      fw:SetTimer(0, obj, 9)
+      H.run(fw)
+      assert.same({ true, 0, 9 }, obj.got)
+    end)
+  end)
+
+  describe("misuse raises, naming the argument, and starts nothing", function()
+    it("bad milliseconds, sink or repeat", function()
+      local fw = H.new()
+      local f = function() end
+      assert_raises("bad argument #1 to 'SetTimer'", function() fw:SetTimer(-1, f) end)
+      assert_raises("bad argument #1 to 'SetTimer'", function() fw:SetTimer("soon", f) end)
+      assert_raises("bad argument #1 to 'SetTimer'", function() fw:SetTimer(1.5, f) end)
+      assert_raises("bad argument #2 to 'SetTimer'", function() fw:SetTimer(1, nil) end)
+      assert_raises("bad argument #2 to 'SetTimer'", function() fw:SetTimer(1, {}) end)
+      assert_raises("CompleteTimer", function() fw:SetTimer(1, { CompleteTask = f }) end)
+      assert_raises("bad argument #4 to 'SetTimer'", function() fw:SetTimer(1, f, nil, -5) end)
+      assert.equal(0, fw:pending())
+      assert.equal(0, fw:anchored())
+    end)
+
+    it("on a closed service", function()
+      local fw = H.new()
+      fw:Close()
+      assert_raises("closed", function() fw:SetTimer(1, function() end) end)
+    end)
+  end)
+
+  describe("collection", function()
+    it("dropping the timer object does not stop or lose it", function()
+      local fw, errors = new_fw()
+      local calls = {}
+      do
+        local ud = { tag = "kept" }
+        fw:SetTimer(30, function(ok, err, u) calls[#calls + 1] = { ok, err, u.tag } end, ud)
+      end
+      local rounds = 0
+      repeat
+        collectgarbage()
+        collectgarbage()
+        rounds = rounds + 1
+        fw:run(5)
+      until #calls > 0 or rounds > 1000
+      no_errors(errors)
+      assert.same({ { true, 0, "kept" } }, calls)
+      H.run(fw)
+      assert.equal(1, #calls)
+    end)
+
+    it("a dropped repeating timer keeps ticking until fw:Close(), which gives one 995", function()
+      local fw, errors = new_fw()
+      local ticks, aborted, other = 0, 0, 0
+      do
+        fw:SetTimer(5, function(ok, err, ud)
+          if ok and err == 0 and ud.tag == "r" then ticks = ticks + 1
+          elseif not ok and err == 995 and ud.tag == "r" then aborted = aborted + 1
+          else other = other + 1 end
+        end, { tag = "r" }, 5)
+      end
+      local rounds = 0
+      repeat
+        collectgarbage()
+        rounds = rounds + 1
+        fw:run(5)
+      until ticks >= 5 or rounds > 1000
+      assert.equal(5, math.min(ticks, 5))
+      assert.equal(0, aborted)
+      fw:Close()
+      no_errors(errors)
+      assert.equal(1, aborted)
+      assert.equal(0, other)
+      assert.equal(0, fw:anchored())
+    end)
+  end)
+
+  describe("fw:Close()", function()
+    it("gives every pending timer exactly one 995 before it returns", function()
+      local fw, errors = new_fw()
+      local got = {}
+      local function sink(ok, err, ud) got[#got + 1] = { ok, err, ud } end
+      for i = 1, 100 do fw:SetTimer(60000 + i, sink, i) end
+      local rep = fw:SetTimer(60000, sink, "rep", 10)
+      local cancelled = fw:SetTimer(60000, sink, "cancelled")
+      cancelled:Cancel()
+      assert.equal(0, #got)
+      fw:Close()
+      no_errors(errors)
+      assert.equal(102, #got)
+      local seen = {}
+      for _, c in ipairs(got) do
+        assert.is_false(c[1])
+        assert.equal(995, c[2])
+        assert.is_nil(seen[c[3]], "two notifications for " .. tostring(c[3]))
+        seen[c[3]] = true
+      end
+      for i = 1, 100 do assert.is_true(seen[i], "no notification for " .. i) end
+      assert.is_true(seen.rep)
+      assert.is_true(seen.cancelled)
+      assert.is_false(rep:Cancel())
+      assert.equal(0, fw:anchored())
+    end)
+
+    it("a timer set from a sink that runs during Close's drain raises", function()
+      local fw, errors = new_fw()
+      local result
+      local sink, calls = H.recorder()
+      fw:SetTimer(60000, function(ok, err, ud)
+        sink(ok, err, ud)
+        result = table.pack(pcall(fw.SetTimer, fw, 0, function() end, nil))
+      end, "drain")
+      fw:Close()
+      no_errors(errors)
+      assert.equal(1, #calls)
+      assert.same({ false, 995, "drain", n = 3 }, calls[1])
+      assert.is_false(result[1])
+      assert.truthy(tostring(result[2]):find("closed", 1, true), tostring(result[2]))
+      assert.equal(0, fw:pending())
+      assert.equal(0, fw:anchored())
+    end)
+
+    it("a timer that already fired gets nothing more from Close", function()
+      local fw = H.new()
+      local sink, calls = H.recorder()
+      fw:SetTimer(0, sink, "done")
+      H.run(fw)
+      fw:Close()
+      assert.equal(1, #calls)
+      assert.same({ true, 0, "done", n = 3 }, calls[1])
+    end)
+  end)
+end)
