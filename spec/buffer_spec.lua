@@ -17,6 +17,15 @@ describe("IO buffers (IFWXIOBuffer)", function()
     assert.equal("", table.concat(errors, "\n----\n"))
   end
 
+  -- Run fw for about ms while operations stay pending. The guard timer bounds the run
+  -- even if run(ms)'s own deadline misfires (a stale loop clock: see timer_spec).
+  local function run_for(fw, ms)
+    local guard = fw:SetTimer(ms + 2000, function() end, nil)
+    local idle, why = fw:run(ms)
+    guard:Cancel()
+    return idle, why
+  end
+
   -- The message of the error fn raises.
   local function error_of(fn, ...)
     local ok, err = pcall(fn, ...)
@@ -463,7 +472,7 @@ describe("IO buffers (IFWXIOBuffer)", function()
       assert.is_true(b:IsLent())
 
       -- The receiver does not read: the Send stays pending.
-      local idle, why = fw:run(300)
+      local idle, why = run_for(fw, 300)
       assert.is_false(idle)
       assert.equal("timeout", why)
       assert.equal(0, #sends)
@@ -516,7 +525,7 @@ describe("IO buffers (IFWXIOBuffer)", function()
       local sink, sends = H.recorder()
       client:Send(w, sink, 7)
       assert.equal(0, #sends)
-      local idle = fw:run(200)
+      local idle = run_for(fw, 200)
       assert.is_false(idle)
       assert.is_true(w:IsLent())
       assert.is_true(base:IsLent())

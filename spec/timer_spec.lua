@@ -71,6 +71,52 @@ describe("SetTimer", function()
     assert.same({ true, 0, "late", n = 3 }, calls[1])
   end)
 
+  -- Wall-clock milliseconds (os.clock is CPU time).
+  local function now_ms()
+    local p = assert(io.popen("date +%s%N"))
+    local ns = tonumber(p:read("l"))
+    p:close()
+    return ns / 1e6
+  end
+
+  it("is measured from SetTimer, even after a long stretch of Lua work", function()
+    local fw = H.new()
+    fw:SetTimer(0, function() end, nil)
+    H.run(fw) -- the loop has looked at its clock
+    local t0 = os.clock()
+    while os.clock() - t0 < 0.15 do end -- 150 ms of Lua work, no I/O
+    local set_at, fired_at = now_ms(), nil
+    fw:SetTimer(200, function() fired_at = now_ms() end, nil)
+    H.run(fw)
+    assert.is_not_nil(fired_at)
+    local elapsed = fired_at - set_at
+    assert.is_true(elapsed >= 190, ("SetTimer(200) fired after %.1f ms"):format(elapsed))
+  end)
+
+  it("run(ms)'s own deadline holds after a long stretch of Lua work (checked in a child process)", function()
+    -- A child, so that a run() that never returns cannot hang this suite.
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([=[
+      local fwx = require "fwx"
+      local fw = fwx.new{}
+      local s = fw:CreateNetworkSocket("udp")
+      assert(s:Bind("127.0.0.1", 0))
+      s:Recv(nil, function() end, nil)  -- pending; nothing will ever arrive
+      fw:run(1)                          -- the loop looks at its clock
+      local t0 = os.clock()
+      while os.clock() - t0 < 0.1 do end -- 100 ms of Lua work
+      local idle, why = fw:run(50)       -- must return after about 50 ms
+      io.write(tostring(idle), " ", tostring(why))
+      fw:Close()
+    ]=])
+    f:close()
+    local out = H.sh(("LUA_PATH='%s' LUA_CPATH='%s' timeout 5 lua5.4 %s 2>&1; echo \" rc=$?\""):format(
+      package.path, package.cpath, script))
+    os.remove(script)
+    assert.equal("false timeout rc=0", (out:gsub("%s+$", "")))
+  end)
+
   it("fires timers in the order they expire", function()
     local fw = H.new()
     local seen = {}

@@ -179,14 +179,14 @@ int fwx_handle_write(fwx_handle_t *h, fwx_op_t *op, fwx_buffer_t *buf, int64_t o
   return 0;
 }
 
-/* ov:Cancel(): a pipe read ends now; a file request not yet running is withdrawn, one
- * already running finishes; either way the notification says 995. */
+/* ov:Cancel(): a pipe read ends now with 995; a file request not yet running is
+ * withdrawn (995); one already running, or a pipe write libuv has queued, finishes
+ * and reports what it did. 0 means the notification will say 995. */
 int fwx__handle_cancel(fwx_handle_t *h, fwx_op_t *op) {
   fwx__reqop_t *ro = fwx__container_of(op, fwx__reqop_t, op);
   if (!h->is_file && op->kind == FWX_OP_READ) return fwx__reader_cancel_op(&h->reader, op);
-  op->cancelled = 1;
-  if (h->is_file) uv_cancel((uv_req_t *)&ro->req.fs);
-  return 0;
+  if (h->is_file) return uv_cancel((uv_req_t *)&ro->req.fs) == 0 ? 0 : UV_EBUSY;
+  return UV_EBUSY;
 }
 
 int fwx_handle_close(fwx_handle_t *h) {
@@ -199,10 +199,7 @@ int fwx_handle_close(fwx_handle_t *h) {
      * (fwx_handle_unref); a closed fd number could be reused under it. */
     for (l = h->port->ops.next; l != &h->port->ops; l = l->next) {
       fwx__reqop_t *ro = fwx__container_of(l, fwx__reqop_t, link);
-      if (ro->op.object == h) {
-        ro->op.cancelled = 1;
-        uv_cancel((uv_req_t *)&ro->req.fs);
-      }
+      if (ro->op.object == h) uv_cancel((uv_req_t *)&ro->req.fs);
     }
     if (h->ops == 0) close_fd(h);
     return 0;

@@ -39,13 +39,14 @@ int fwx_lookup(fwx_port_t *port, const char *name, uintptr_t key) {
 
 void fwx_lookup_free(struct addrinfo *result) { uv_freeaddrinfo(result); }
 
-/* End look-ups and file requests in flight with 995: cancel those not yet running;
- * the others finish in the pool and report 995 all the same. */
+/* Shutdown: withdraw the look-ups and file requests not yet running in libuv's pool
+ * (they end with 995). Look-ups already running end with 995 too; file requests
+ * already running finish and report what they did. */
 void fwx__lookup_shutdown_all(fwx_port_t *port) {
   fwx__link_t *l;
   for (l = port->ops.next; l != &port->ops; l = l->next) {
     fwx__reqop_t *ro = fwx__container_of(l, fwx__reqop_t, link);
-    ro->op.cancelled = 1;
+    if (ro->op.kind == FWX_OP_LOOKUP) ro->op.cancelled = 1;
     uv_cancel((uv_req_t *)&ro->req);
   }
 }

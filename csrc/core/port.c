@@ -87,15 +87,19 @@ uv_loop_t *fwx_port_loop(fwx_port_t *port) { return &port->loop; }
 static void deadline_cb(uv_timer_t *t) {
   fwx_port_t *port = fwx__container_of(t, fwx_port_t, deadline);
   port->deadline_hit = 1;
+  uv_stop(&port->loop); /* a due timer may run before the poll: do not block after it */
 }
 
 void fwx_port_deadline(fwx_port_t *port, int64_t ms) {
   port->deadline_hit = 0;
   if (port->finished) return;
-  if (ms < 0)
+  if (ms < 0) {
     uv_timer_stop(&port->deadline);
-  else
+  } else {
+    /* The loop's clock is as old as its last iteration; Lua may have run long since. */
+    uv_update_time(&port->loop);
     uv_timer_start(&port->deadline, deadline_cb, (uint64_t)ms, 0);
+  }
 }
 
 int fwx_port_deadline_hit(const fwx_port_t *port) { return port->deadline_hit; }
@@ -249,8 +253,10 @@ int fwx_port_get(fwx_port_t *port, fwx_completion_t *out) {
   port->pending--;
   port->pending_kind[op->kind]--;
 
-  if (op->cancelled) {
-    /* Cancelled by the caller or by shutdown: 995, even if the work raced to an end. */
+  if (op->cancelled && op->kind == FWX_OP_LOOKUP) {
+    /* A look-up ended by shutdown says 995 even if the answer raced in: it has no
+     * effect to report. Operations that did their work (a file write that ran before
+     * the cancel reached it) report what happened, as CancelIoEx's "too late". */
     op->status = UV_ECANCELED;
     op->error = 0;
   }

@@ -45,6 +45,7 @@ int fwx_timer_start(fwx_port_t *port, uint64_t ms, uint64_t repeat_ms, uintptr_t
   t->repeat = repeat_ms;
   t->active = 1;
   fwx__list_insert(&port->timers, &t->link);
+  uv_update_time(&port->loop); /* count from now, not from the loop's last iteration */
   fwx__op_init(&t->op, port, FWX_OP_TIMER);
   fwx__op_start(&t->op, key, t);
   uv_timer_start(&t->timer, timer_cb, ms, repeat_ms);

@@ -192,14 +192,21 @@ static int l_sub(lua_State *L) {
   return 1;
 }
 
+/* string.byte semantics: b:byte([i [, j]]), 1-based, negative from the end. */
 static int l_byte(lua_State *L) {
   fwx_buffer_t *b = lfwx_check_buffer(L, 1);
   lua_Integer size = (lua_Integer)fwx_buffer_size(b);
-  lua_Integer i = luaL_optinteger(L, 2, 1);
+  lua_Integer i = luaL_optinteger(L, 2, 1), j, k;
+  const unsigned char *p = (const unsigned char *)fwx_buffer_data(b);
   if (i < 0) i = size + i + 1;
-  if (i < 1 || i > size) return 0;
-  lua_pushinteger(L, (unsigned char)fwx_buffer_data(b)[i - 1]);
-  return 1;
+  j = luaL_optinteger(L, 3, i);
+  if (j < 0) j = size + j + 1;
+  if (i < 1) i = 1;
+  if (j > size) j = size;
+  if (i > j) return 0;
+  luaL_checkstack(L, (int)(j - i + 1), "buffer slice too long");
+  for (k = i; k <= j; k++) lua_pushinteger(L, p[k - 1]);
+  return (int)(j - i + 1);
 }
 
 static int l_islent(lua_State *L) {
