@@ -46,14 +46,14 @@ asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT='-O1 -g -fno-omit-frame-pointer' \
 	  EXTRA_CFLAGS='-fsanitize=address,undefined -fno-sanitize-recover=undefined' \
 	  EXTRA_LDFLAGS='-fsanitize=address,undefined' all
-	$(SAN_PRELOAD) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	$(SAN_PRELOAD) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 FWX_SANITIZED=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  sh tools/test.sh build-asan $(BUSTED_ARGS)
 
 # The specs under valgrind's memcheck (slow: one pass, no GC pass).
 valgrind: deps
 	@$(MAKE) --no-print-directory all
-	$(DEV_ENV) valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+	$(DEV_ENV) FWX_SANITIZED=1 FWX_SPEC_TIMEOUT_MS=60000 valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
 	  -q $(LUA) $$(command -v busted) $(BUSTED_ARGS) spec
 
 run: deps

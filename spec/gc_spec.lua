@@ -164,8 +164,11 @@ describe("garbage collection and leaks", function()
     local rss1, lua1 = rss_kb(), collectgarbage("count")
     ls:Close()
     H.run(fw)
-    assert.is_true(lua1 - lua0 < 256, ("Lua heap grew by %d KiB"):format(lua1 - lua0))
-    assert.is_true(rss1 - rss0 < 4096, ("RSS grew by %d KiB"):format(rss1 - rss0))
+    assert.is_true(lua1 - lua0 < 256, ("Lua heap grew by %.0f KiB"):format(lua1 - lua0))
+    -- A sanitizer's allocator keeps freed memory in quarantine: RSS says nothing there.
+    if not H.SANITIZED then
+      assert.is_true(rss1 - rss0 < 4096, ("RSS grew by %d KiB"):format(rss1 - rss0))
+    end
   end)
 
   it("a slow reader pauses the sender's reads: an unread peer holds at most one chunk", function()
@@ -203,7 +206,9 @@ describe("garbage collection and leaks", function()
     fw:run(1500) -- the client never reads: this stalls by design
     local rss1 = rss_kb()
     assert.is_true(sent < 64 * 1024 * 1024, "the sender was never held back")
-    assert.is_true(rss1 - rss0 < 32 * 1024, ("RSS grew by %d KiB"):format(rss1 - rss0))
+    if not H.SANITIZED then
+      assert.is_true(rss1 - rss0 < 32 * 1024, ("RSS grew by %d KiB"):format(rss1 - rss0))
+    end
     c:Close(true)
     H.run(fw)
   end)

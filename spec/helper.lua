@@ -14,6 +14,9 @@ local H = {}
 
 H.TIMEOUT_MS = tonumber(os.getenv("FWX_SPEC_TIMEOUT_MS")) or 5000
 
+-- Set by `make asan` and `make valgrind`, whose allocators change what RSS means.
+H.SANITIZED = os.getenv("FWX_SANITIZED") == "1"
+
 if os.getenv("FWX_DEBUG_GC") == "1" then
   collectgarbage("generational")
 end

@@ -26,7 +26,7 @@ static void ip_of(const lfwx_address_t *a, char *buf, size_t size) {
 }
 
 static int l_index(lua_State *L) {
-  lfwx_address_t *a = luaL_checkudata(L, 1, LFWX_ADDRESS);
+  lfwx_address_t *a = lfwx_checkudata(L, 1, LFWX_ADDRESS);
   const char *k = luaL_checkstring(L, 2);
   char ip[64];
   if (strcmp(k, "ip") == 0) {
@@ -43,7 +43,7 @@ static int l_index(lua_State *L) {
 }
 
 static int l_tostring(lua_State *L) {
-  lfwx_address_t *a = luaL_checkudata(L, 1, LFWX_ADDRESS);
+  lfwx_address_t *a = lfwx_checkudata(L, 1, LFWX_ADDRESS);
   char ip[64];
   ip_of(a, ip, sizeof ip);
   if (a->ss.ss_family == AF_INET6)
@@ -54,8 +54,8 @@ static int l_tostring(lua_State *L) {
 }
 
 static int l_eq(lua_State *L) {
-  lfwx_address_t *a = luaL_checkudata(L, 1, LFWX_ADDRESS);
-  lfwx_address_t *b = luaL_checkudata(L, 2, LFWX_ADDRESS);
+  lfwx_address_t *a = lfwx_checkudata(L, 1, LFWX_ADDRESS);
+  lfwx_address_t *b = lfwx_checkudata(L, 2, LFWX_ADDRESS);
   char ia[64], ib[64];
   ip_of(a, ia, sizeof ia);
   ip_of(b, ib, sizeof ib);
@@ -69,7 +69,7 @@ static int l_eq(lua_State *L) {
  * through GetHostByName first. An address value may stand for both. */
 int lfwx_check_sockaddr(lua_State *L, int host_idx, int port_idx,
                         struct sockaddr_storage *out) {
-  lfwx_address_t *a = luaL_testudata(L, host_idx, LFWX_ADDRESS);
+  lfwx_address_t *a = lfwx_testudata(L, host_idx, LFWX_ADDRESS);
   const char *host;
   lua_Integer port;
   memset(out, 0, sizeof *out);
@@ -115,6 +115,6 @@ int lfwx_open_address(lua_State *L) {
   };
   luaL_newmetatable(L, LFWX_ADDRESS);
   luaL_setfuncs(L, meta, 0);
-  lua_pop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, LFWX_ADDRESS);
   return 0;
 }

@@ -9,12 +9,12 @@
 #define LFWX_BUFFER_MAX ((lua_Integer)1 << 30)
 
 fwx_buffer_t *lfwx_test_buffer(lua_State *L, int idx) {
-  lfwx_buffer_t *box = luaL_testudata(L, idx, LFWX_BUFFER);
+  lfwx_buffer_t *box = lfwx_testudata(L, idx, LFWX_BUFFER);
   return box ? box->b : NULL;
 }
 
 fwx_buffer_t *lfwx_check_buffer(lua_State *L, int idx) {
-  lfwx_buffer_t *box = luaL_checkudata(L, idx, LFWX_BUFFER);
+  lfwx_buffer_t *box = lfwx_checkudata(L, idx, LFWX_BUFFER);
   return box->b;
 }
 
@@ -226,7 +226,7 @@ static int l_tostring(lua_State *L) {
 }
 
 static int l_gc(lua_State *L) {
-  lfwx_buffer_t *box = luaL_checkudata(L, 1, LFWX_BUFFER);
+  lfwx_buffer_t *box = lfwx_checkudata(L, 1, LFWX_BUFFER);
   if (box->b != NULL) fwx_buffer_unref(box->b);
   box->b = NULL;
   return 0;
@@ -253,7 +253,7 @@ int lfwx_open_buffer(lua_State *L) {
     {NULL, NULL}
   };
   lfwx_newclass(L, LFWX_BUFFER, methods, meta);
-  luaL_getmetatable(L, LFWX_BUFFER);
+  lfwx_pushclass(L, LFWX_BUFFER);
   lua_getfield(L, -1, "__index");
   lfwx_alias_snake(L, -1, NULL);
   lua_pop(L, 2);

@@ -12,13 +12,18 @@
 
 static int debug_gc; /* tests: a GC step after every notification */
 
+/* Notifications delivered between two looks at I/O when the queue keeps filling. */
+#define LFWX_DISPATCH_BATCH 256
+
 void lfwx_set_debug_gc(int on) { debug_gc = on; }
 
-/* Anchor the values at the given stack indices (0: nil) in a free slot; return it.
- * The caller has the service box at svidx. */
+/* Anchor the values at the given stack indices (0: nil) in a free slot and return
+ * the operation's key: the slot, shifted, with a bit per value that is not nil, so
+ * that only those are stored, fetched and cleared (fresh slots are all nil). The
+ * caller has the service box at svidx. */
 int lfwx_anchor(lua_State *L, lfwx_service_t *sv, int svidx, int obj_idx, int sink_idx,
                 int ud_idx, int extra_idx) {
-  int slot, base, i, idx[LFWX_A_WIDTH];
+  int slot, base, i, mask = 0, idx[LFWX_A_WIDTH];
   if (sv->nfree > 0) {
     slot = sv->free_slots[--sv->nfree];
   } else {
@@ -39,31 +44,31 @@ int lfwx_anchor(lua_State *L, lfwx_service_t *sv, int svidx, int obj_idx, int si
   base = (slot - 1) * LFWX_A_WIDTH;
   lua_getiuservalue(L, svidx, LFWX_UV_ANCHORS);
   for (i = 0; i < LFWX_A_WIDTH; i++) {
-    if (idx[i] != 0)
-      lua_pushvalue(L, idx[i]);
-    else
-      lua_pushnil(L);
+    if (idx[i] == 0 || lua_isnil(L, idx[i])) continue;
+    lua_pushvalue(L, idx[i]);
     lua_rawseti(L, -2, base + i + 1);
+    mask |= 1 << i;
   }
   lua_pop(L, 1);
   sv->live_slots++;
-  return slot;
+  return slot << LFWX_A_WIDTH | mask;
 }
 
-static void clear_slot(lua_State *L, lfwx_service_t *sv, int tidx, int slot) {
-  int base = (slot - 1) * LFWX_A_WIDTH, i;
-  for (i = 1; i <= LFWX_A_WIDTH; i++) {
+static void clear_slot(lua_State *L, lfwx_service_t *sv, int tidx, int key) {
+  int slot = key >> LFWX_A_WIDTH, base = (slot - 1) * LFWX_A_WIDTH, i;
+  for (i = 0; i < LFWX_A_WIDTH; i++) {
+    if (!(key & (1 << i))) continue;
     lua_pushnil(L);
-    lua_rawseti(L, tidx, base + i);
+    lua_rawseti(L, tidx, base + i + 1);
   }
   sv->free_slots[sv->nfree++] = slot;
   sv->live_slots--;
 }
 
 /* Undo lfwx_anchor for an operation that did not start. */
-void lfwx_unanchor(lua_State *L, lfwx_service_t *sv, int svidx, int slot) {
+void lfwx_unanchor(lua_State *L, lfwx_service_t *sv, int svidx, int key) {
   lua_getiuservalue(L, svidx, LFWX_UV_ANCHORS);
-  clear_slot(L, sv, lua_gettop(L), slot);
+  clear_slot(L, sv, lua_gettop(L), key);
   lua_pop(L, 1);
 }
 
@@ -149,12 +154,18 @@ static void push_name(lua_State *L, fwx_socket_t *s, int peer) {
  * traceback handler. */
 static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int msgh,
                     fwx_completion_t *c) {
-  int top = lua_gettop(L), base = ((int)c->key - 1) * LFWX_A_WIDTH;
-  int sink = top + 1, ud = top + 2, obj = top + 3, extra = top + 4, nargs, i;
+  int key = (int)c->key, base = ((key >> LFWX_A_WIDTH) - 1) * LFWX_A_WIDTH;
+  int top = lua_gettop(L), sink = top + 1, ud = top + 2, obj = top + 3, extra = top + 4;
+  int nargs, i;
   fwx_op_kind_t kind = c->kind;
 
-  for (i = 1; i <= LFWX_A_WIDTH; i++) lua_rawgeti(L, tidx, base + i);
-  if (c->last) clear_slot(L, sv, tidx, (int)c->key);
+  for (i = 0; i < LFWX_A_WIDTH; i++) {
+    if (key & (1 << i))
+      lua_rawgeti(L, tidx, base + i + 1);
+    else
+      lua_pushnil(L);
+  }
+  if (c->last) clear_slot(L, sv, tidx, key);
 
   if (lua_type(L, sink) == LUA_TFUNCTION) {
     lua_pushvalue(L, sink);
@@ -277,7 +288,10 @@ int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_
   msgh = lua_gettop(L);
   if (!drain && timeout >= 0) fwx_port_deadline(port, timeout);
   for (;;) {
-    size_t n = fwx_port_queued(port);
+    /* Deliver what is queued, including what handlers queue meanwhile, up to a bound:
+     * polling for I/O costs a system call, so a chain of posted tasks should not pay
+     * one each, but it must not starve the sockets either. */
+    size_t n = LFWX_DISPATCH_BATCH;
     while (n-- > 0 && (drain || (!sv->stop && !sv->closed)) && fwx_port_get(port, &c))
       deliver(L, sv, svidx, tidx, msgh, &c);
     if (!drain && (sv->stop || sv->closed)) break;

@@ -4,10 +4,22 @@
 #include <ctype.h>
 #include <string.h>
 
-/* A metatable named `name` whose __index is a table of `methods`. */
+const char lfwx_service_name[] = "fwx.service";
+const char lfwx_socket_name[] = "fwx.socket";
+const char lfwx_buffer_name[] = "fwx.buffer";
+const char lfwx_address_name[] = "fwx.address";
+const char lfwx_overlapped_name[] = "fwx.overlapped";
+const char lfwx_handle_name[] = "fwx.handle";
+const char lfwx_timer_name[] = "fwx.timer";
+
+/* A metatable named `name` whose __index is a table of `methods`, kept in the
+ * registry under the name (for __name and luaL_checkudata users) and under the name's
+ * address (for lfwx_checkudata). */
 void lfwx_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
                    const luaL_Reg *meta) {
   luaL_newmetatable(L, name);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, name);
   luaL_setfuncs(L, meta, 0);
   lua_newtable(L);
   luaL_setfuncs(L, methods, 0);
@@ -69,7 +81,25 @@ void lfwx_alias_snake(lua_State *L, int methods_idx, const char *const *skip) {
 void *lfwx_newobject(lua_State *L, size_t size, const char *name, int nuv) {
   void *p = lua_newuserdatauv(L, size, nuv);
   memset(p, 0, size);
-  luaL_setmetatable(L, name);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, name);
+  lua_setmetatable(L, -2);
+  return p;
+}
+
+void lfwx_pushclass(lua_State *L, const char *name) { lua_rawgetp(L, LUA_REGISTRYINDEX, name); }
+
+void *lfwx_testudata(lua_State *L, int idx, const char *name) {
+  void *p = lua_touserdata(L, idx);
+  if (p == NULL || !lua_getmetatable(L, idx)) return NULL;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, name);
+  if (!lua_rawequal(L, -1, -2)) p = NULL;
+  lua_pop(L, 2);
+  return p;
+}
+
+void *lfwx_checkudata(lua_State *L, int idx, const char *name) {
+  void *p = lfwx_testudata(L, idx, name);
+  if (p == NULL) luaL_typeerror(L, idx, name);
   return p;
 }
 

@@ -4,7 +4,7 @@
 #include <stdio.h>
 
 static fwx_handle_t *check_handle(lua_State *L, int idx) {
-  lfwx_handle_t *box = luaL_checkudata(L, idx, LFWX_HANDLE);
+  lfwx_handle_t *box = lfwx_checkudata(L, idx, LFWX_HANDLE);
   if (box->h == NULL || fwx_handle_closed(box->h)) luaL_error(L, "handle is closed");
   return box->h;
 }
@@ -86,7 +86,7 @@ static int start(lua_State *L, int write) {
     lua_replace(L, 2);
   }
   buf = lfwx_check_buffer(L, bufidx);
-  ov = luaL_checkudata(L, 3, LFWX_OVERLAPPED);
+  ov = lfwx_checkudata(L, 3, LFWX_OVERLAPPED);
   off = opt_offset(L, 4);
   if (!write) {
     luaL_argcheck(L, fwx_buffer_capacity(buf) > 0, 2, "buffer has no room");
@@ -119,14 +119,14 @@ static int l_read(lua_State *L) { return start(L, 0); }
 static int l_write(lua_State *L) { return start(L, 1); }
 
 static int l_close(lua_State *L) {
-  lfwx_handle_t *box = luaL_checkudata(L, 1, LFWX_HANDLE);
+  lfwx_handle_t *box = lfwx_checkudata(L, 1, LFWX_HANDLE);
   if (box->h != NULL) fwx_handle_close(box->h);
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int l_gc(lua_State *L) {
-  lfwx_handle_t *box = luaL_checkudata(L, 1, LFWX_HANDLE);
+  lfwx_handle_t *box = lfwx_checkudata(L, 1, LFWX_HANDLE);
   if (box->h != NULL) {
     fwx_handle_close(box->h);
     fwx_handle_unref(box->h);
@@ -141,7 +141,7 @@ static int l_is_file(lua_State *L) {
 }
 
 static int l_tostring(lua_State *L) {
-  lfwx_handle_t *box = luaL_checkudata(L, 1, LFWX_HANDLE);
+  lfwx_handle_t *box = lfwx_checkudata(L, 1, LFWX_HANDLE);
   if (box->h == NULL || fwx_handle_closed(box->h))
     lua_pushfstring(L, "fwx.handle (closed, %p)", (void *)box);
   else
@@ -166,7 +166,7 @@ int lfwx_open_handle(lua_State *L) {
   };
   static const char *const async_ops[] = {"Read", "Write", NULL};
   lfwx_newclass(L, LFWX_HANDLE, methods, meta);
-  luaL_getmetatable(L, LFWX_HANDLE);
+  lfwx_pushclass(L, LFWX_HANDLE);
   lua_getfield(L, -1, "__index");
   lfwx_alias_snake(L, -1, async_ops);
   lua_pop(L, 2);

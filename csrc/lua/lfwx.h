@@ -7,18 +7,24 @@
 #include <lauxlib.h>
 #include <lua.h>
 
-#define LFWX_SERVICE "fwx.service"
-#define LFWX_SOCKET "fwx.socket"
-#define LFWX_BUFFER "fwx.buffer"
-#define LFWX_ADDRESS "fwx.address"
-#define LFWX_OVERLAPPED "fwx.overlapped"
-#define LFWX_HANDLE "fwx.handle"
-#define LFWX_TIMER "fwx.timer"
+/* Class names. Each array's address is also the class's registry key (a light
+ * userdata): checking a type is then a pointer-keyed lookup, not the string lookup of
+ * luaL_checkudata, which shows on the per-notification path. */
+extern const char lfwx_service_name[], lfwx_socket_name[], lfwx_buffer_name[],
+    lfwx_address_name[], lfwx_overlapped_name[], lfwx_handle_name[], lfwx_timer_name[];
+#define LFWX_SERVICE lfwx_service_name
+#define LFWX_SOCKET lfwx_socket_name
+#define LFWX_BUFFER lfwx_buffer_name
+#define LFWX_ADDRESS lfwx_address_name
+#define LFWX_OVERLAPPED lfwx_overlapped_name
+#define LFWX_HANDLE lfwx_handle_name
+#define LFWX_TIMER lfwx_timer_name
 
 /* Per-operation anchors: slot k of the service's anchor table holds, at 4k-3..4k, the
  * sink, the user data, the object the operation runs on and one extra value (the
  * buffer or string lent to it). The table is the service's user value, so the GC
- * keeps all of it alive exactly while the operation is pending; no registry refs. */
+ * keeps all of it alive exactly while the operation is pending; no registry refs.
+ * An operation's key is slot << 4 | (a bit per value that is not nil). */
 enum { LFWX_A_SINK = 1, LFWX_A_UD, LFWX_A_OBJ, LFWX_A_EXTRA, LFWX_A_WIDTH = 4 };
 
 /* Service user values. */
@@ -45,6 +51,9 @@ void lfwx_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
                    const luaL_Reg *meta);
 void lfwx_alias_snake(lua_State *L, int methods_idx, const char *const *skip);
 void *lfwx_newobject(lua_State *L, size_t size, const char *name, int nuv);
+void *lfwx_testudata(lua_State *L, int idx, const char *name);
+void *lfwx_checkudata(lua_State *L, int idx, const char *name);
+void lfwx_pushclass(lua_State *L, const char *name); /* the metatable */
 
 /* service.c */
 lfwx_service_t *lfwx_check_service(lua_State *L, int idx);

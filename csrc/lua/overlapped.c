@@ -4,7 +4,7 @@
 #include "lfwx.h"
 
 static lfwx_overlapped_t *check_ov(lua_State *L, int idx) {
-  return luaL_checkudata(L, idx, LFWX_OVERLAPPED);
+  return lfwx_checkudata(L, idx, LFWX_OVERLAPPED);
 }
 
 int lfwx_create_overlapped(lua_State *L) {
@@ -76,7 +76,7 @@ int lfwx_open_overlapped(lua_State *L) {
     {NULL, NULL}
   };
   lfwx_newclass(L, LFWX_OVERLAPPED, methods, meta);
-  luaL_getmetatable(L, LFWX_OVERLAPPED);
+  lfwx_pushclass(L, LFWX_OVERLAPPED);
   lua_getfield(L, -1, "__index");
   lfwx_alias_snake(L, -1, NULL);
   lua_pop(L, 2);

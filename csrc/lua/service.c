@@ -6,7 +6,7 @@
 #include <string.h>
 
 lfwx_service_t *lfwx_check_service(lua_State *L, int idx) {
-  return luaL_checkudata(L, idx, LFWX_SERVICE);
+  return lfwx_checkudata(L, idx, LFWX_SERVICE);
 }
 
 static lfwx_service_t *check_open(lua_State *L, int idx) {
@@ -233,7 +233,7 @@ int lfwx_open_service(lua_State *L) {
     {NULL, NULL}
   };
   lfwx_newclass(L, LFWX_SERVICE, methods, meta);
-  luaL_getmetatable(L, LFWX_SERVICE);
+  lfwx_pushclass(L, LFWX_SERVICE);
   lua_getfield(L, -1, "__index");
   lfwx_alias_snake(L, -1, NULL);
   lua_pop(L, 2);

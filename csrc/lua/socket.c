@@ -6,7 +6,7 @@
 #include <string.h>
 
 static fwx_socket_t *check_socket(lua_State *L, int idx) {
-  lfwx_socket_t *box = luaL_checkudata(L, idx, LFWX_SOCKET);
+  lfwx_socket_t *box = lfwx_checkudata(L, idx, LFWX_SOCKET);
   if (box->s == NULL) luaL_error(L, "socket is closed");
   if (fwx_socket_closed(box->s)) luaL_error(L, "socket is closed");
   return box->s;
@@ -168,7 +168,7 @@ static int l_sendto(lua_State *L) {
 }
 
 static int l_close(lua_State *L) {
-  lfwx_socket_t *box = luaL_checkudata(L, 1, LFWX_SOCKET);
+  lfwx_socket_t *box = lfwx_checkudata(L, 1, LFWX_SOCKET);
   if (box->s != NULL) fwx_socket_close(box->s, lua_toboolean(L, 2));
   lua_pushboolean(L, 1);
   return 1;
@@ -176,7 +176,7 @@ static int l_close(lua_State *L) {
 
 /* __close (a <close> variable): the graceful close, whatever the error value. */
 static int l_tbc(lua_State *L) {
-  lfwx_socket_t *box = luaL_checkudata(L, 1, LFWX_SOCKET);
+  lfwx_socket_t *box = lfwx_checkudata(L, 1, LFWX_SOCKET);
   if (box->s != NULL) fwx_socket_close(box->s, 0);
   return 0;
 }
@@ -197,7 +197,7 @@ static int l_shutdown(lua_State *L) {
 /* __gc: a socket nobody references, with nothing pending (pending operations anchor
  * it). Close it gracefully: bytes of sink-less Sends still queued are flushed first. */
 static int l_gc(lua_State *L) {
-  lfwx_socket_t *box = luaL_checkudata(L, 1, LFWX_SOCKET);
+  lfwx_socket_t *box = lfwx_checkudata(L, 1, LFWX_SOCKET);
   if (box->s != NULL) {
     fwx_socket_close(box->s, 0);
     fwx_socket_unref(box->s);
@@ -273,13 +273,13 @@ static int l_getfd(lua_State *L) {
 }
 
 static int l_isclosed(lua_State *L) {
-  lfwx_socket_t *box = luaL_checkudata(L, 1, LFWX_SOCKET);
+  lfwx_socket_t *box = lfwx_checkudata(L, 1, LFWX_SOCKET);
   lua_pushboolean(L, box->s == NULL || fwx_socket_closed(box->s));
   return 1;
 }
 
 static int l_tostring(lua_State *L) {
-  lfwx_socket_t *box = luaL_checkudata(L, 1, LFWX_SOCKET);
+  lfwx_socket_t *box = lfwx_checkudata(L, 1, LFWX_SOCKET);
   if (box->s == NULL || fwx_socket_closed(box->s))
     lua_pushfstring(L, "fwx.socket (closed, %p)", (void *)box);
   else
@@ -315,7 +315,7 @@ int lfwx_open_socket(lua_State *L) {
   };
   static const char *const async_ops[] = {"Accept", "Connect", "Recv", "Send", "SendTo", NULL};
   lfwx_newclass(L, LFWX_SOCKET, methods, meta);
-  luaL_getmetatable(L, LFWX_SOCKET);
+  lfwx_pushclass(L, LFWX_SOCKET);
   lua_getfield(L, -1, "__index");
   lfwx_alias_snake(L, -1, async_ops);
   lua_pop(L, 2);

@@ -27,26 +27,26 @@ int lfwx_set_timer(lua_State *L) {
 }
 
 static int l_cancel(lua_State *L) {
-  lfwx_timer_t *box = luaL_checkudata(L, 1, LFWX_TIMER);
+  lfwx_timer_t *box = lfwx_checkudata(L, 1, LFWX_TIMER);
   lua_pushboolean(L, box->t != NULL && fwx_timer_cancel(box->t) == 0);
   return 1;
 }
 
 static int l_is_active(lua_State *L) {
-  lfwx_timer_t *box = luaL_checkudata(L, 1, LFWX_TIMER);
+  lfwx_timer_t *box = lfwx_checkudata(L, 1, LFWX_TIMER);
   lua_pushboolean(L, box->t != NULL && fwx_timer_active(box->t));
   return 1;
 }
 
 static int l_gc(lua_State *L) {
-  lfwx_timer_t *box = luaL_checkudata(L, 1, LFWX_TIMER);
+  lfwx_timer_t *box = lfwx_checkudata(L, 1, LFWX_TIMER);
   if (box->t != NULL) fwx_timer_unref(box->t);
   box->t = NULL;
   return 0;
 }
 
 static int l_tostring(lua_State *L) {
-  lfwx_timer_t *box = luaL_checkudata(L, 1, LFWX_TIMER);
+  lfwx_timer_t *box = lfwx_checkudata(L, 1, LFWX_TIMER);
   lua_pushfstring(L, "fwx.timer (%s, %p)",
                   box->t != NULL && fwx_timer_active(box->t) ? "active" : "done", (void *)box);
   return 1;
@@ -64,7 +64,7 @@ int lfwx_open_timer(lua_State *L) {
     {NULL, NULL}
   };
   lfwx_newclass(L, LFWX_TIMER, methods, meta);
-  luaL_getmetatable(L, LFWX_TIMER);
+  lfwx_pushclass(L, LFWX_TIMER);
   lua_getfield(L, -1, "__index");
   lfwx_alias_snake(L, -1, NULL);
   lua_pop(L, 2);
