@@ -171,6 +171,44 @@ describe("garbage collection and leaks", function()
     end
   end)
 
+  it("service buffers count toward the collector's pace: dropped ones do not pile up", function()
+    -- 64 MiB flows through Recv(nil) buffers that are sent on and dropped. Their bytes
+    -- are in the C heap, behind small boxes; if the collector did not see them, they
+    -- would pile up until a cycle that Lua's own allocations alone may not start.
+    local fw = H.new()
+    local total, size = 0, 64 * 1024 * 1024
+    collectgarbage(); collectgarbage()
+    local rss0 = rss_kb()
+    local peak = 0
+    local ls, port = H.listener(fw)
+    ls:Accept(function(ok, err, l, s)
+      l:Close()
+      local function on_recv(rok, rerr, b)
+        if not rok or #b == 0 then s:Close() return end
+        total = total + #b
+        peak = math.max(peak, rss_kb() - rss0)
+        s:Recv(nil, on_recv)
+      end
+      s:Recv(nil, on_recv)
+    end)
+    local c = fw:CreateNetworkSocket("tcp")
+    c:Connect("127.0.0.1", port, function(ok, err, s)
+      local chunk = ("k"):rep(256 * 1024)
+      local sent = 0
+      local function more()
+        if sent >= size then s:Close() return end
+        sent = sent + #chunk
+        s:Send(chunk, more)
+      end
+      more()
+    end)
+    H.run(fw, 30000)
+    assert.equal(size, total)
+    if not H.SANITIZED then
+      assert.is_true(peak < 24 * 1024, ("RSS grew by %d KiB while 64 MiB passed"):format(peak))
+    end
+  end)
+
   it("a slow reader pauses the sender's reads: an unread peer holds at most one chunk", function()
     -- An echo whose client never reads: the echo's sends back up, and since each Send
     -- completes only when written, an echo that waits for its Send before the next Recv

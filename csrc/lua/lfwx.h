@@ -38,6 +38,7 @@ typedef struct lfwx_service {
   int live_slots;
   int running, stop, closing, closed;
   int drain_depth;
+  size_t gc_debt;          /* bytes of service buffers handed to Lua, not yet charged */
 } lfwx_service_t;
 
 typedef struct lfwx_socket { fwx_socket_t *s; } lfwx_socket_t;
