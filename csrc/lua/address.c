@@ -113,8 +113,6 @@ int lfwx_open_address(lua_State *L) {
     {"__eq", l_eq},
     {NULL, NULL}
   };
-  luaL_newmetatable(L, LFWX_ADDRESS);
-  luaL_setfuncs(L, meta, 0);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, LFWX_ADDRESS);
+  lfwx_newclass(L, LFWX_ADDRESS, NULL, meta, NULL);
   return 0;
 }

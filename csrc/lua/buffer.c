@@ -252,10 +252,6 @@ int lfwx_open_buffer(lua_State *L) {
     {"__tostring", l_tostring},
     {NULL, NULL}
   };
-  lfwx_newclass(L, LFWX_BUFFER, methods, meta);
-  lfwx_pushclass(L, LFWX_BUFFER);
-  lua_getfield(L, -1, "__index");
-  lfwx_alias_snake(L, -1, NULL);
-  lua_pop(L, 2);
+  lfwx_newclass(L, LFWX_BUFFER, methods, meta, NULL);
   return 0;
 }

@@ -4,26 +4,30 @@
 #include <ctype.h>
 #include <string.h>
 
-const char lfwx_service_name[] = "fwx.service";
-const char lfwx_socket_name[] = "fwx.socket";
-const char lfwx_buffer_name[] = "fwx.buffer";
-const char lfwx_address_name[] = "fwx.address";
-const char lfwx_overlapped_name[] = "fwx.overlapped";
-const char lfwx_handle_name[] = "fwx.handle";
-const char lfwx_timer_name[] = "fwx.timer";
+const char *const lfwx_class_names[LFWX_NCLASSES + 1] = {
+  NULL, "fwx.service", "fwx.socket", "fwx.buffer", "fwx.address", "fwx.overlapped",
+  "fwx.handle", "fwx.timer"
+};
 
-/* A metatable named `name` whose __index is a table of `methods`, kept in the
- * registry under the name (for __name and luaL_checkudata users) and under the name's
- * address (for lfwx_checkudata). */
-void lfwx_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
-                   const luaL_Reg *meta) {
-  luaL_newmetatable(L, name);
-  lua_pushvalue(L, -1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, name);
-  luaL_setfuncs(L, meta, 0);
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_setfield(L, -2, "__index");
+static void alias_snake(lua_State *L, int methods_idx, const char *const *skip);
+
+/* luaL_setfuncs with the class metatables as the functions' upvalues. */
+void lfwx_setfuncs(lua_State *L, const luaL_Reg *funcs) {
+  int i;
+  for (i = 1; i <= LFWX_NCLASSES; i++) luaL_getmetatable(L, lfwx_class_names[i]);
+  luaL_setfuncs(L, funcs, LFWX_NCLASSES);
+}
+
+void lfwx_newclass(lua_State *L, int cls, const luaL_Reg *methods, const luaL_Reg *meta,
+                   const char *const *skip) {
+  luaL_getmetatable(L, lfwx_class_names[cls]);
+  lfwx_setfuncs(L, meta);
+  if (methods != NULL) {
+    lua_newtable(L);
+    lfwx_setfuncs(L, methods);
+    alias_snake(L, -1, skip);
+    lua_setfield(L, -2, "__index");
+  }
   lua_pop(L, 1);
 }
 
@@ -46,7 +50,7 @@ static void snake_case(const char *in, char *out, size_t size) {
 /* Give every PascalCase method of the table at methods_idx its snake_case alias,
  * except the names in skip (the asynchronous operations, whose lowercase names are
  * the await style's). */
-void lfwx_alias_snake(lua_State *L, int methods_idx, const char *const *skip) {
+static void alias_snake(lua_State *L, int methods_idx, const char *const *skip) {
   char alias[64];
   const char *const *s;
   methods_idx = lua_absindex(L, methods_idx);
@@ -78,28 +82,25 @@ void lfwx_alias_snake(lua_State *L, int methods_idx, const char *const *skip) {
 /* A userdata of `size` zeroed bytes with the class metatable and nuv user values. The
  * object exists, closed, before any resource is acquired (liolib's order), so an error
  * later leaves nothing half built. */
-void *lfwx_newobject(lua_State *L, size_t size, const char *name, int nuv) {
+void *lfwx_newobject(lua_State *L, size_t size, int cls, int nuv) {
   void *p = lua_newuserdatauv(L, size, nuv);
   memset(p, 0, size);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, name);
+  lua_pushvalue(L, lua_upvalueindex(cls));
   lua_setmetatable(L, -2);
   return p;
 }
 
-void lfwx_pushclass(lua_State *L, const char *name) { lua_rawgetp(L, LUA_REGISTRYINDEX, name); }
-
-void *lfwx_testudata(lua_State *L, int idx, const char *name) {
+void *lfwx_testudata(lua_State *L, int idx, int cls) {
   void *p = lua_touserdata(L, idx);
   if (p == NULL || !lua_getmetatable(L, idx)) return NULL;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, name);
-  if (!lua_rawequal(L, -1, -2)) p = NULL;
-  lua_pop(L, 2);
+  if (!lua_rawequal(L, -1, lua_upvalueindex(cls))) p = NULL;
+  lua_pop(L, 1);
   return p;
 }
 
-void *lfwx_checkudata(lua_State *L, int idx, const char *name) {
-  void *p = lfwx_testudata(L, idx, name);
-  if (p == NULL) luaL_typeerror(L, idx, name);
+void *lfwx_checkudata(lua_State *L, int idx, int cls) {
+  void *p = lfwx_testudata(L, idx, cls);
+  if (p == NULL) luaL_typeerror(L, idx, lfwx_class_names[cls]);
   return p;
 }
 
@@ -137,17 +138,24 @@ __attribute__((visibility("default"))) int luaopen_fwx_core(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"strerror", l_strerror},
     {"_debug_gc", l_debug_gc},
+    {"new", lfwx_service_new},
     {NULL, NULL}
   };
+  int i;
+  /* All metatables first: every function gets all of them as upvalues. */
+  for (i = 1; i <= LFWX_NCLASSES; i++) {
+    luaL_newmetatable(L, lfwx_class_names[i]);
+    lua_pop(L, 1);
+  }
   lfwx_open_buffer(L);
   lfwx_open_address(L);
   lfwx_open_socket(L);
   lfwx_open_overlapped(L);
   lfwx_open_handle(L);
   lfwx_open_timer(L);
-  luaL_newlib(L, funcs);
-  lfwx_open_service(L); /* pushes the constructor */
-  lua_setfield(L, -2, "new");
+  lfwx_open_service(L);
+  lua_newtable(L);
+  lfwx_setfuncs(L, funcs);
   lfwx_open_errors(L);
   lua_setfield(L, -2, "errors");
   lua_pushliteral(L, FWX_VERSION);

@@ -165,10 +165,6 @@ int lfwx_open_handle(lua_State *L) {
     {NULL, NULL}
   };
   static const char *const async_ops[] = {"Read", "Write", NULL};
-  lfwx_newclass(L, LFWX_HANDLE, methods, meta);
-  lfwx_pushclass(L, LFWX_HANDLE);
-  lua_getfield(L, -1, "__index");
-  lfwx_alias_snake(L, -1, async_ops);
-  lua_pop(L, 2);
+  lfwx_newclass(L, LFWX_HANDLE, methods, meta, async_ops);
   return 0;
 }

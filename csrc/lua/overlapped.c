@@ -75,10 +75,6 @@ int lfwx_open_overlapped(lua_State *L) {
     {"__tostring", l_tostring},
     {NULL, NULL}
   };
-  lfwx_newclass(L, LFWX_OVERLAPPED, methods, meta);
-  lfwx_pushclass(L, LFWX_OVERLAPPED);
-  lua_getfield(L, -1, "__index");
-  lfwx_alias_snake(L, -1, NULL);
-  lua_pop(L, 2);
+  lfwx_newclass(L, LFWX_OVERLAPPED, methods, meta, NULL);
   return 0;
 }

@@ -38,7 +38,7 @@ int lfwx_fail(lua_State *L, int err) {
   return 3;
 }
 
-static int l_new(lua_State *L) {
+int lfwx_service_new(lua_State *L) {
   lfwx_service_t *sv;
   int r;
   lua_settop(L, 1);
@@ -232,11 +232,6 @@ int lfwx_open_service(lua_State *L) {
     {"__tostring", l_tostring},
     {NULL, NULL}
   };
-  lfwx_newclass(L, LFWX_SERVICE, methods, meta);
-  lfwx_pushclass(L, LFWX_SERVICE);
-  lua_getfield(L, -1, "__index");
-  lfwx_alias_snake(L, -1, NULL);
-  lua_pop(L, 2);
-  lua_pushcfunction(L, l_new);
-  return 1;
+  lfwx_newclass(L, LFWX_SERVICE, methods, meta, NULL);
+  return 0;
 }

@@ -27,15 +27,16 @@ static fwx_buffer_t *opt_buffer(lua_State *L, int idx) {
 
 /* A buffer or a string at idx: the bytes to send. */
 static fwx_buffer_t *check_payload(lua_State *L, int idx, const char **data, size_t *len) {
+  fwx_buffer_t *b;
   if (lua_type(L, idx) == LUA_TSTRING) {
     *data = lua_tolstring(L, idx, len);
     return NULL;
   }
-  if (lfwx_test_buffer(L, idx) == NULL)
-    luaL_typeerror(L, idx, "fwx.buffer or string");
+  b = lfwx_test_buffer(L, idx);
+  if (b == NULL) luaL_typeerror(L, idx, "fwx.buffer or string");
   *data = NULL;
   *len = 0;
-  return lfwx_check_buffer(L, idx);
+  return b;
 }
 
 static int start_failed(lua_State *L, lfwx_service_t *sv, int svidx, int slot, int r) {
@@ -314,10 +315,6 @@ int lfwx_open_socket(lua_State *L) {
     {NULL, NULL}
   };
   static const char *const async_ops[] = {"Accept", "Connect", "Recv", "Send", "SendTo", NULL};
-  lfwx_newclass(L, LFWX_SOCKET, methods, meta);
-  lfwx_pushclass(L, LFWX_SOCKET);
-  lua_getfield(L, -1, "__index");
-  lfwx_alias_snake(L, -1, async_ops);
-  lua_pop(L, 2);
+  lfwx_newclass(L, LFWX_SOCKET, methods, meta, async_ops);
   return 0;
 }

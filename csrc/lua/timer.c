@@ -63,10 +63,6 @@ int lfwx_open_timer(lua_State *L) {
     {"__tostring", l_tostring},
     {NULL, NULL}
   };
-  lfwx_newclass(L, LFWX_TIMER, methods, meta);
-  lfwx_pushclass(L, LFWX_TIMER);
-  lua_getfield(L, -1, "__index");
-  lfwx_alias_snake(L, -1, NULL);
-  lua_pop(L, 2);
+  lfwx_newclass(L, LFWX_TIMER, methods, meta, NULL);
   return 0;
 }
