@@ -9,7 +9,8 @@
 struct fwx_buffer {
   int refs;
   int lent;                 /* pending operations reading or filling it */
-  int is_const;
+  unsigned char is_const;
+  unsigned char placed;     /* in its owner's memory: references never free it */
   size_t capacity;
   size_t size;              /* valid bytes */
   char *data;
@@ -25,6 +26,7 @@ static fwx_buffer_t *alloc_buffer(size_t capacity) {
   b->refs = 1;
   b->lent = 0;
   b->is_const = 0;
+  b->placed = 0;
   b->capacity = capacity;
   b->size = 0;
   b->data = b->bytes;
@@ -33,6 +35,38 @@ static fwx_buffer_t *alloc_buffer(size_t capacity) {
 }
 
 fwx_buffer_t *fwx_buffer_new(size_t capacity) { return alloc_buffer(capacity); }
+
+size_t fwx_buffer_place_size(size_t capacity) { return sizeof(fwx_buffer_t) + capacity; }
+
+fwx_buffer_t *fwx_buffer_place(void *mem, size_t capacity, const char *init, size_t len,
+                               int is_const) {
+  fwx_buffer_t *b = mem;
+  assert(len <= capacity);
+  b->refs = 1;
+  b->lent = 0;
+  b->is_const = (unsigned char)(is_const != 0);
+  b->placed = 1;
+  b->capacity = capacity;
+  b->size = len;
+  b->data = b->bytes;
+  b->base = NULL;
+  if (len > 0) memcpy(b->bytes, init, len);
+  return b;
+}
+
+/* A placed window: its owner keeps base alive as long as the window lives. */
+fwx_buffer_t *fwx_buffer_place_window(void *mem, fwx_buffer_t *base, size_t offset,
+                                      size_t len) {
+  fwx_buffer_t *b = mem;
+  if (offset > base->capacity || len > base->capacity - offset) return NULL;
+  fwx_buffer_place(mem, 0, NULL, 0, base->is_const);
+  b->data = base->data + offset;
+  b->capacity = len;
+  b->size = base->size > offset ? base->size - offset : 0;
+  if (b->size > len) b->size = len;
+  b->base = base;
+  return b;
+}
 
 fwx_buffer_t *fwx_buffer_const(const char *data, size_t len) {
   fwx_buffer_t *b = alloc_buffer(len);
@@ -63,7 +97,7 @@ void fwx_buffer_ref(fwx_buffer_t *b) { b->refs++; }
 
 void fwx_buffer_unref(fwx_buffer_t *b) {
   assert(b->refs > 0);
-  if (--b->refs > 0) return;
+  if (--b->refs > 0 || b->placed) return;
   assert(b->lent == 0);
   if (b->base != NULL) fwx_buffer_unref(b->base);
   free(b);

@@ -114,6 +114,16 @@ int fwx_op_pending(const fwx_op_t *op);   /* started and not yet dequeued */
 int fwx_op_cancel(fwx_op_t *op);          /* 0, or UV_ENOENT if nothing to cancel */
 
 /* ---- buffers (buffer.c) ---- */
+/* A buffer is either the core's (fwx_buffer_new/const/window: reference-counted, freed
+ * with the last reference) or placed in memory its owner provides and frees
+ * (fwx_buffer_place/place_window: the Lua binding puts buffers in userdata, so that the
+ * collector sees their bytes). References to a placed buffer count but never free it:
+ * its owner must keep the memory alive while any operation holds it. */
+size_t fwx_buffer_place_size(size_t capacity);
+fwx_buffer_t *fwx_buffer_place(void *mem, size_t capacity, const char *init, size_t len,
+                               int is_const);
+fwx_buffer_t *fwx_buffer_place_window(void *mem, fwx_buffer_t *base, size_t offset,
+                                      size_t len);
 fwx_buffer_t *fwx_buffer_new(size_t capacity);
 fwx_buffer_t *fwx_buffer_const(const char *data, size_t len);     /* copies once */
 fwx_buffer_t *fwx_buffer_window(fwx_buffer_t *base, size_t offset, size_t len);

@@ -1,7 +1,10 @@
-/* buffer.c: the "fwx.buffer" class (IFWXIOBuffer). The box holds one reference to a
- * core buffer; pending operations hold their own, so a buffer dropped by Lua while a
- * Send is pending is still sent. SDK methods take 0-based offsets; find/sub/byte are
- * 1-based like string's. */
+/* buffer.c: the "fwx.buffer" class (IFWXIOBuffer). A buffer's header and bytes are
+ * the userdata itself (fwx_buffer_place), so the collector sees every byte and no
+ * finalizer is needed. Operations that hold a buffer anchor its userdata while they
+ * are pending; a Send with no sink anchors nothing and passes the bytes instead, which
+ * the core copies if it cannot write them at once. A window's user value is the buffer
+ * it looks into. SDK methods take 0-based offsets; find/sub/byte are 1-based like
+ * string's. */
 #include "lfwx.h"
 #include <string.h>
 
@@ -9,18 +12,20 @@
 #define LFWX_BUFFER_MAX ((lua_Integer)1 << 30)
 
 fwx_buffer_t *lfwx_test_buffer(lua_State *L, int idx) {
-  lfwx_buffer_t *box = lfwx_testudata(L, idx, LFWX_BUFFER);
-  return box ? box->b : NULL;
+  return lfwx_testudata(L, idx, LFWX_BUFFER);
 }
 
 fwx_buffer_t *lfwx_check_buffer(lua_State *L, int idx) {
-  lfwx_buffer_t *box = lfwx_checkudata(L, idx, LFWX_BUFFER);
-  return box->b;
+  return lfwx_checkudata(L, idx, LFWX_BUFFER);
 }
 
-void lfwx_push_buffer(lua_State *L, fwx_buffer_t *b) {
-  lfwx_buffer_t *box = lfwx_newobject(L, sizeof *box, LFWX_BUFFER, 0);
-  box->b = b;
+/* A new buffer holding a copy of data/len, capacity cap (>= len). */
+fwx_buffer_t *lfwx_push_buffer(lua_State *L, const char *data, size_t len, size_t cap,
+                               int is_const) {
+  void *mem = lua_newuserdatauv(L, fwx_buffer_place_size(cap), 1);
+  lua_pushvalue(L, lua_upvalueindex(LFWX_BUFFER));
+  lua_setmetatable(L, -2);
+  return fwx_buffer_place(mem, cap, data, len, is_const);
 }
 
 /* Writers go through this: a constant buffer, or one lent to a pending operation,
@@ -41,42 +46,39 @@ static size_t check_size(lua_State *L, int idx, const char *what) {
 }
 
 int lfwx_create_buffer(lua_State *L) {
-  lfwx_buffer_t *box;
   size_t n;
   lfwx_check_service(L, 1);
   n = check_size(L, 2, "size");
-  box = lfwx_newobject(L, sizeof *box, LFWX_BUFFER, 0);
-  box->b = fwx_buffer_new(n);
-  if (box->b == NULL) return luaL_error(L, "not enough memory");
+  lfwx_push_buffer(L, NULL, 0, n, 0);
   return 1;
 }
 
 int lfwx_create_const_buffer(lua_State *L) {
-  lfwx_buffer_t *box;
   size_t len;
   const char *s;
   lfwx_check_service(L, 1);
   s = luaL_checklstring(L, 2, &len);
   luaL_argcheck(L, len <= (size_t)LFWX_BUFFER_MAX, 2, "string too large for a buffer");
-  box = lfwx_newobject(L, sizeof *box, LFWX_BUFFER, 0);
-  box->b = fwx_buffer_const(s, len);
-  if (box->b == NULL) return luaL_error(L, "not enough memory");
+  lfwx_push_buffer(L, s, len, len, 1);
   return 1;
 }
 
 int lfwx_create_window_buffer(lua_State *L) {
-  lfwx_buffer_t *box;
   fwx_buffer_t *base;
   size_t off, len;
+  void *mem;
   lfwx_check_service(L, 1);
   base = lfwx_check_buffer(L, 2);
   off = check_size(L, 3, "offset");
   len = check_size(L, 4, "length");
   luaL_argcheck(L, off <= fwx_buffer_capacity(base), 3, "offset beyond the buffer");
   luaL_argcheck(L, len <= fwx_buffer_capacity(base) - off, 4, "window beyond the buffer");
-  box = lfwx_newobject(L, sizeof *box, LFWX_BUFFER, 0);
-  box->b = fwx_buffer_window(base, off, len);
-  if (box->b == NULL) return luaL_error(L, "not enough memory");
+  mem = lua_newuserdatauv(L, fwx_buffer_place_size(0), 1);
+  lua_pushvalue(L, lua_upvalueindex(LFWX_BUFFER));
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, 2); /* the window keeps what it looks into */
+  lua_setiuservalue(L, -2, 1);
+  fwx_buffer_place_window(mem, base, off, len);
   return 1;
 }
 
@@ -225,13 +227,6 @@ static int l_tostring(lua_State *L) {
   return 1;
 }
 
-static int l_gc(lua_State *L) {
-  lfwx_buffer_t *box = lfwx_checkudata(L, 1, LFWX_BUFFER);
-  if (box->b != NULL) fwx_buffer_unref(box->b);
-  box->b = NULL;
-  return 0;
-}
-
 int lfwx_open_buffer(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"GetBufferAndSize", l_get_buffer_and_size},
@@ -247,7 +242,6 @@ int lfwx_open_buffer(lua_State *L) {
     {NULL, NULL}
   };
   static const luaL_Reg meta[] = {
-    {"__gc", l_gc},
     {"__len", l_len},
     {"__tostring", l_tostring},
     {NULL, NULL}

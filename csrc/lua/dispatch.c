@@ -150,17 +150,6 @@ static void push_name(lua_State *L, fwx_socket_t *s, int peer) {
     lua_pushnil(L);
 }
 
-/* A service buffer's bytes live in the C heap, out of the collector's sight: its box
- * is a few bytes. Charge them as GC debt, so that the collector runs as if they were
- * Lua's and dropped buffers are freed at the pace they are made. */
-static void charge_gc(lua_State *L, lfwx_service_t *sv, size_t bytes) {
-  sv->gc_debt += bytes + 64;
-  if (sv->gc_debt >= 64 * 1024) {
-    lua_gc(L, LUA_GCSTEP, (int)(sv->gc_debt >> 10));
-    sv->gc_debt &= 1023;
-  }
-}
-
 /* Deliver one packet. Stack: svidx the service box, tidx its anchor table, msgh the
  * traceback handler. */
 static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int msgh,
@@ -219,8 +208,10 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
       lua_pushvalue(L, extra); /* the caller's own buffer or string */
       if (c->buffer != NULL) fwx_buffer_unref(c->buffer);
     } else if (c->buffer != NULL) {
-      lfwx_push_buffer(L, c->buffer); /* a service buffer, new to Lua */
-      charge_gc(L, sv, fwx_buffer_capacity(c->buffer));
+      /* A service buffer: its bytes move into a Lua buffer the collector can see. */
+      lfwx_push_buffer(L, fwx_buffer_data(c->buffer), fwx_buffer_size(c->buffer),
+                       fwx_buffer_size(c->buffer), 0);
+      fwx_buffer_unref(c->buffer);
     } else {
       lua_pushnil(L);
     }

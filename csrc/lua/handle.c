@@ -79,10 +79,7 @@ static int start(lua_State *L, int write) {
   if (write && lua_type(L, 2) == LUA_TSTRING) {
     size_t len;
     const char *s = lua_tolstring(L, 2, &len);
-    lfwx_buffer_t *box;
-    box = lfwx_newobject(L, sizeof *box, LFWX_BUFFER, 0);
-    box->b = fwx_buffer_const(s, len);
-    if (box->b == NULL) return luaL_error(L, "not enough memory");
+    lfwx_push_buffer(L, s, len, len, 1);
     lua_replace(L, 2);
   }
   buf = lfwx_check_buffer(L, bufidx);

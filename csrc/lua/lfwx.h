@@ -35,11 +35,9 @@ typedef struct lfwx_service {
   int live_slots;
   int running, stop, closing, closed;
   int drain_depth;
-  size_t gc_debt;          /* bytes of service buffers handed to Lua, not yet charged */
 } lfwx_service_t;
 
 typedef struct lfwx_socket { fwx_socket_t *s; } lfwx_socket_t;
-typedef struct lfwx_buffer { fwx_buffer_t *b; } lfwx_buffer_t;
 typedef struct lfwx_overlapped { fwx_op_t *op; fwx_port_t *port; } lfwx_overlapped_t;
 typedef struct lfwx_handle { fwx_handle_t *h; } lfwx_handle_t;
 typedef struct lfwx_timer { fwx_timer_t *t; } lfwx_timer_t;
@@ -78,7 +76,8 @@ void lfwx_push_socket(lua_State *L, fwx_socket_t *s, int svidx);
 int lfwx_open_buffer(lua_State *L);
 fwx_buffer_t *lfwx_check_buffer(lua_State *L, int idx);
 fwx_buffer_t *lfwx_test_buffer(lua_State *L, int idx);
-void lfwx_push_buffer(lua_State *L, fwx_buffer_t *b); /* takes the reference */
+fwx_buffer_t *lfwx_push_buffer(lua_State *L, const char *data, size_t len, size_t cap,
+                               int is_const);
 int lfwx_create_buffer(lua_State *L);
 int lfwx_create_const_buffer(lua_State *L);
 int lfwx_create_window_buffer(lua_State *L);

@@ -142,9 +142,15 @@ static int do_send(lua_State *L, const struct sockaddr *to, int sink_idx) {
   notify = !lua_isnil(L, sink_idx);
   sv = lfwx_push_service_of(L, 1);
   svidx = lua_gettop(L);
-  /* A send with no sink needs nothing anchored: the core holds the bytes (a buffer
-   * reference, or a copy of what a string could not write at once). */
-  if (notify) slot = lfwx_anchor(L, sv, svidx, 1, sink_idx, sink_idx + 1, 2);
+  /* A send with no sink anchors nothing: it passes the bytes, of which the core
+   * copies what it cannot write at once, so the buffer is free again on return. */
+  if (notify) {
+    slot = lfwx_anchor(L, sv, svidx, 1, sink_idx, sink_idx + 1, 2);
+  } else if (buf != NULL) {
+    data = fwx_buffer_data(buf);
+    len = fwx_buffer_size(buf);
+    buf = NULL;
+  }
   r = fwx_socket_send(s, buf, data, len, to, notify, (uintptr_t)slot);
   if (r == FWX_ESTATE) {
     if (slot != 0) lfwx_unanchor(L, sv, svidx, slot);
