@@ -46,6 +46,8 @@ struct fwx_op {
   void *object;            /* socket / handle / timer holding a reference (which one
                               the kind says), or NULL */
   fwx_buffer_t *buf;       /* buffer this operation holds a reference to */
+  char *data;              /* received bytes in the port's arena (service receives) */
+  struct fwx__arena *arena;
   union {
     fwx_socket_t *accepted; /* accept */
     struct addrinfo *result; /* look-up */
@@ -117,8 +119,8 @@ struct fwx_port {
   unsigned deadline_hit : 1;
   uv_timer_t deadline;     /* bounds one run; unref'd, it keeps nothing alive */
   fwx__link_t sockets, handles, timers, ops; /* open objects, for shutdown */
-  char *scratch;           /* FWX__READ_CHUNK bytes libuv reads into */
-  int scratch_busy;
+  struct fwx__arena *arena; /* the block reads go into (arena.c) */
+  struct fwx__arena *spare;
   fwx_op_t *free_ops;      /* recycled task/tick records */
   fwx__sendop_t *free_sends;
   size_t free_count;
@@ -204,7 +206,13 @@ void fwx__op_start(fwx_op_t *op, uintptr_t key, void *object);
 void fwx__op_complete(fwx_op_t *op, int status);
 fwx_op_t *fwx__op_alloc(fwx_port_t *port, fwx_op_kind_t kind);
 fwx__sendop_t *fwx__sendop_alloc(fwx_port_t *port);
-char *fwx__scratch_get(fwx_port_t *port);
+
+/* arena.c */
+typedef struct fwx__arena fwx__arena_t;
+char *fwx__arena_tail(fwx_port_t *port, size_t *room);
+void fwx__arena_commit(fwx_port_t *port, const char *p, size_t n, fwx_op_t *op);
+void fwx__arena_release(fwx__arena_t *a);
+void fwx__arena_free_all(fwx_port_t *port);
 
 /* buffer.c */
 void fwx__buffer_fill(fwx_buffer_t *b, const char *p, size_t n);

@@ -61,6 +61,9 @@ typedef struct fwx_completion {
   void *object;           /* socket, handle or timer the operation ran on, or NULL */
   fwx_op_t *op;           /* the overlapped record (now idle, reusable) */
   fwx_buffer_t *buffer;   /* recv: a new service buffer (caller owns one reference) */
+  const char *data;       /* recv: or the received bytes, valid until
+                             fwx_completion_release() */
+  void *arena;
   fwx_socket_t *accepted; /* accept: the new socket (caller owns one reference) */
   struct addrinfo *result;/* lookup: free with fwx_lookup_free() */
   int last;               /* 0 while a repeating timer keeps firing, else 1 */

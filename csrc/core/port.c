@@ -26,8 +26,6 @@ int fwx_port_new(fwx_port_t **out) {
 
   port = calloc(1, sizeof *port);
   if (port == NULL) goto fail;
-  port->scratch = malloc(FWX__READ_CHUNK);
-  if (port->scratch == NULL) goto fail;
   r = uv_loop_init(&port->loop);
   if (r != 0) goto fail;
   port->loop.data = port;
@@ -43,7 +41,6 @@ int fwx_port_new(fwx_port_t **out) {
   return 0;
 
 fail:
-  if (port != NULL) free(port->scratch);
   free(port);
   return r;
 }
@@ -78,7 +75,7 @@ void fwx_port_unref(fwx_port_t *port) {
     port->free_sends = so->free_next;
     free(so);
   }
-  free(port->scratch);
+  fwx__arena_free_all(port);
   free(port);
 }
 
@@ -110,7 +107,6 @@ size_t fwx_port_pending_kind(const fwx_port_t *port, fwx_op_kind_t kind) {
 }
 int fwx_port_closing(const fwx_port_t *port) { return port->closing; }
 
-char *fwx__scratch_get(fwx_port_t *port) { return port->scratch; }
 
 /* ---- overlapped record life cycle ---- */
 
@@ -285,6 +281,10 @@ int fwx_port_get(fwx_port_t *port, fwx_completion_t *out) {
   }
   op->out.accepted = NULL;
   op->out.result = NULL;
+  out->data = op->data;
+  out->arena = op->arena;
+  op->data = NULL;
+  op->arena = NULL;
   if (op->lent) {
     out->buffer = NULL;
   } else {
@@ -305,6 +305,9 @@ void fwx_completion_release(fwx_completion_t *c) {
     fwx_socket_unref(c->accepted);
   }
   if (c->result != NULL) fwx_lookup_free(c->result);
+  if (c->arena != NULL) fwx__arena_release(c->arena);
+  c->arena = NULL;
+  c->data = NULL;
   c->buffer = NULL;
   c->accepted = NULL;
   c->result = NULL;

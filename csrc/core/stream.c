@@ -24,7 +24,9 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
     /* A receive into the caller's buffer: read straight into it, no copy. */
     *buf = uv_buf_init(fwx_buffer_data(op->buf), (unsigned)fwx_buffer_capacity(op->buf));
   } else {
-    *buf = uv_buf_init(fwx__scratch_get(r->stream->loop->data), FWX__READ_CHUNK);
+    size_t room;
+    char *p = fwx__arena_tail(r->stream->loop->data, &room);
+    *buf = uv_buf_init(p, (unsigned)room);
   }
 }
 
@@ -90,7 +92,14 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   }
   if (op != NULL) {
     r->op = NULL;
-    rc = fill_recv(op, buf->base, (size_t)nread, &taken);
+    if (op->buf == NULL) {
+      /* A service receive: the packet points at the bytes where they were read. */
+      fwx__arena_commit(stream->loop->data, buf->base, (size_t)nread, op);
+      op->bytes = (size_t)nread;
+      rc = 0;
+    } else {
+      rc = fill_recv(op, buf->base, (size_t)nread, &taken);
+    }
     fwx__op_complete(op, rc);
     return;
   }

@@ -13,7 +13,9 @@ static void recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
 static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   fwx_socket_t *s = h->data;
   (void)hint;
-  *buf = uv_buf_init(fwx__scratch_get(s->port), FWX__READ_CHUNK);
+  size_t room;
+  char *p = fwx__arena_tail(s->port, &room);
+  *buf = uv_buf_init(p, (unsigned)room);
 }
 
 static void pause_receiving(fwx_socket_t *s) {
@@ -27,9 +29,10 @@ static size_t addr_len(const struct sockaddr *a) {
   return a->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 }
 
-/* Complete the pending receive with one datagram. */
+/* Complete the pending receive with one datagram: p is either at the port arena's
+ * tail (fresh from libuv) or in a held chunk. */
 static void deliver(fwx_socket_t *s, const char *p, size_t n, const struct sockaddr *from,
-                    int partial) {
+                    int partial, fwx_buffer_t *chunk) {
   fwx_op_t *op = &s->recv_op;
   int truncated = partial;
   size_t m = n;
@@ -42,13 +45,11 @@ static void deliver(fwx_socket_t *s, const char *p, size_t n, const struct socka
     }
     fwx__buffer_fill(op->buf, p, m);
     fwx_buffer_unlend(op->buf);
+  } else if (chunk != NULL) {
+    fwx_buffer_ref(chunk);
+    op->buf = chunk;
   } else {
-    op->buf = fwx_buffer_new(n);
-    if (op->buf == NULL) {
-      fwx__op_complete(op, UV_ENOMEM);
-      return;
-    }
-    fwx__buffer_fill(op->buf, p, n);
+    fwx__arena_commit(s->port, p, n, op);
   }
   op->bytes = m;
   memset(&s->udp->recv_addr, 0, sizeof s->udp->recv_addr);
@@ -80,7 +81,7 @@ static void recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
     return;
   }
   if (pending) {
-    deliver(s, buf->base, (size_t)nread, addr, (flags & UV_UDP_PARTIAL) != 0);
+    deliver(s, buf->base, (size_t)nread, addr, (flags & UV_UDP_PARTIAL) != 0, NULL);
     return;
   }
   assert(u->chunk == NULL);
@@ -105,7 +106,7 @@ int fwx__udp_recv(fwx_socket_t *s, fwx_op_t *op) {
     fwx_buffer_t *chunk = u->chunk;
     u->chunk = NULL;
     deliver(s, fwx_buffer_data(chunk), fwx_buffer_size(chunk),
-            (const struct sockaddr *)&u->chunk_addr, u->chunk_partial);
+            (const struct sockaddr *)&u->chunk_addr, u->chunk_partial, chunk);
     fwx_buffer_unref(chunk);
   } else if (u->chunk_status != 0) {
     r = u->chunk_status;

@@ -183,6 +183,7 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
     if (c->accepted != NULL) {
       fwx_socket_t *a = c->accepted;
       lfwx_push_socket(L, a, svidx); /* takes the packet's reference */
+      c->accepted = NULL;
       push_name(L, a, 1);
       push_name(L, a, 0);
     } else {
@@ -206,12 +207,12 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
     lua_pushinteger(L, c->error);
     if (!lua_isnil(L, extra)) {
       lua_pushvalue(L, extra); /* the caller's own buffer or string */
-      if (c->buffer != NULL) fwx_buffer_unref(c->buffer);
+    } else if (c->data != NULL) {
+      /* A service receive: the bytes move into a Lua buffer the collector sees. */
+      lfwx_push_buffer(L, c->data, c->bytes, c->bytes, 0);
     } else if (c->buffer != NULL) {
-      /* A service buffer: its bytes move into a Lua buffer the collector can see. */
       lfwx_push_buffer(L, fwx_buffer_data(c->buffer), fwx_buffer_size(c->buffer),
                        fwx_buffer_size(c->buffer), 0);
-      fwx_buffer_unref(c->buffer);
     } else {
       lua_pushnil(L);
     }
@@ -224,7 +225,6 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
     break;
   case FWX_OP_READ:
   case FWX_OP_WRITE:
-    if (c->buffer != NULL) fwx_buffer_unref(c->buffer);
     /* The handle was held by the overlapped for the operation's time. */
     lua_pushnil(L);
     lua_setiuservalue(L, obj, 4);
@@ -250,7 +250,6 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
     lua_pushinteger(L, c->error);
     if (c->result != NULL) {
       push_lookup_result(L, c->result);
-      fwx_lookup_free(c->result);
     } else {
       lua_pushnil(L);
     }
@@ -258,6 +257,12 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
     nargs += 4;
     break;
   default:
+    break;
+  }
+  /* What the packet carried has been copied or taken: release the rest now, before
+   * the handler runs (and may raise). */
+  fwx_completion_release(c);
+  if (kind > FWX_OP_LOOKUP || kind == FWX_OP_NONE) {
     lua_settop(L, top);
     return;
   }
