@@ -169,7 +169,6 @@ int fwx_socket_name(fwx_socket_t *s, int peer, struct sockaddr_storage *out);
 int fwx_socket_setopt(fwx_socket_t *s, fwx_sockopt_t opt, int value);
 int fwx_socket_getopt(fwx_socket_t *s, fwx_sockopt_t opt, int *value);
 int fwx_socket_fd(fwx_socket_t *s);
-size_t fwx_socket_pending(const fwx_socket_t *s);
 
 /* ---- hooked handles (handle.c) ---- */
 int fwx_handle_hook(fwx_port_t *port, int fd, fwx_handle_t **out); /* dups fd */

@@ -459,9 +459,3 @@ int fwx_socket_getopt(fwx_socket_t *s, fwx_sockopt_t opt, int *value) {
   if (getsockopt(fd, level, name, value, &len) != 0) return uv_translate_sys_error(errno);
   return 0;
 }
-
-size_t fwx_socket_pending(const fwx_socket_t *s) {
-  /* References beyond the creator's and the handle's are pending operations. */
-  int extra = s->refs - 1 - (s->closed ? 0 : 1);
-  return extra > 0 ? (size_t)extra : 0;
-}
