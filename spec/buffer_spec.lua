@@ -5,38 +5,7 @@ describe("IO buffers (IFWXIOBuffer)", function()
   before_each(H.before)
   after_each(H.after)
 
-  -- A service whose handler errors are collected, so that an assertion failing inside
-  -- a sink fails the test instead of being logged and swallowed.
-  local function new_fw()
-    local errors = {}
-    local fw = H.new{ on_error = function(msg) errors[#errors + 1] = msg end }
-    return fw, errors
-  end
-
-  local function no_errors(errors)
-    assert.equal("", table.concat(errors, "\n----\n"))
-  end
-
-  -- Run fw for about ms while operations stay pending. The guard timer bounds the run
-  -- even if run(ms)'s own deadline misfires (a stale loop clock: see timer_spec).
-  local function run_for(fw, ms)
-    local guard = fw:SetTimer(ms + 2000, function() end, nil)
-    local idle, why = fw:run(ms)
-    guard:Cancel()
-    return idle, why
-  end
-
-  -- The message of the error fn raises.
-  local function error_of(fn, ...)
-    local ok, err = pcall(fn, ...)
-    assert.is_false(ok, "expected an error")
-    return tostring(err)
-  end
-
-  local function assert_raises(pattern, fn, ...)
-    local msg = error_of(fn, ...)
-    assert.truthy(msg:find(pattern, 1, true), ("%q does not contain %q"):format(msg, pattern))
-  end
+  local new_fw, no_errors, run_for, assert_raises = H.collecting, H.no_errors, H.run_for, H.raises
 
   -- A connected TCP pair on 127.0.0.1: client, server (the accepted socket).
   local function tcp_pair(fw)

@@ -27,15 +27,62 @@ local services = {}
 -- them now so that the per-test descriptor count sees only what a test leaks.
 fwx.new{}:Close()
 
+-- Handler errors of services made here, so that an assertion failing inside a sink
+-- fails its test instead of being logged and swallowed by the dispatcher.
+local handler_errors = setmetatable({}, { __mode = "k" })
+
+--- A service checked after the test. Unless opts.on_error is given, errors raised by
+-- its handlers are collected, and H.run and the after-test check fail on them.
 function H.new(opts)
-  local fw = fwx.new(opts)
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  local errors = {}
+  if o.on_error == nil then
+    o.on_error = function(msg) errors[#errors + 1] = msg end
+  end
+  local fw = fwx.new(o)
+  handler_errors[fw] = errors
   services[#services + 1] = fw
   return fw
+end
+
+--- A service and the list its handler errors go to (for tests that expect some).
+function H.collecting()
+  local fw = H.new()
+  return fw, handler_errors[fw]
+end
+
+function H.no_errors(errors)
+  assert(#errors == 0, "a handler raised:\n" .. table.concat(errors, "\n----\n"))
+end
+
+local function check_handlers(fw, level)
+  local errors = handler_errors[fw]
+  if errors and #errors > 0 then
+    local msg = table.concat(errors, "\n----\n")
+    for i = #errors, 1, -1 do errors[i] = nil end
+    error("a handler raised:\n" .. msg, level + 1)
+  end
+end
+
+--- Run fw for at most ms while operations may stay pending: fw:run(ms)'s results.
+function H.run_for(fw, ms)
+  return fw:run(ms)
+end
+
+--- The call raises an error whose message contains text (plainly).
+function H.raises(text, fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert(not ok, "expected an error containing " .. text)
+  err = tostring(err)
+  assert(err:find(text, 1, true), ("%q does not contain %q"):format(err, text))
+  return err
 end
 
 --- Run fw until nothing is pending; the test fails if that takes longer than ms.
 function H.run(fw, ms)
   local idle, why = fw:run(ms or H.TIMEOUT_MS)
+  check_handlers(fw, 2)
   if not idle then
     local kinds = {}
     for k, n in pairs(fw:pending(true)) do kinds[#kinds + 1] = k .. "=" .. n end
@@ -86,6 +133,10 @@ end
 function H.after()
     local problems = {}
     for i, fw in ipairs(services) do
+      local errors = handler_errors[fw]
+      if errors and #errors > 0 then
+        problems[#problems + 1] = ("service %d: a handler raised:\n%s"):format(i, table.concat(errors, "\n----\n"))
+      end
       local pending = fw:pending()
       if pending ~= 0 then
         problems[#problems + 1] = ("service %d: %d operations still pending after the test"):format(i, pending)

@@ -5,25 +5,10 @@ describe("GetHostByName", function()
   before_each(H.before)
   after_each(H.after)
 
+  local new_fw, no_errors, assert_raises = H.collecting, H.no_errors, H.raises
+
   -- Name look-ups may wait on a resolver; give them more time than the default.
   local LOOKUP_MS = 20000
-
-  -- Handler errors are collected, so that an assertion inside a sink fails the test.
-  local function new_fw()
-    local errors = {}
-    local fw = H.new{ on_error = function(msg) errors[#errors + 1] = msg end }
-    return fw, errors
-  end
-
-  local function no_errors(errors)
-    assert.equal("", table.concat(errors, "\n----\n"))
-  end
-
-  local function assert_raises(pattern, fn)
-    local ok, err = pcall(fn)
-    assert.is_false(ok, "expected an error")
-    assert.truthy(tostring(err):find(pattern, 1, true), ("%q does not contain %q"):format(tostring(err), pattern))
-  end
 
   -- Check an address list: a non-empty array of address values; returns their ips.
   local function check_addresses(list)

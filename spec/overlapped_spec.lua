@@ -5,37 +5,13 @@ describe("overlapped objects and hooked handles", function()
   before_each(H.before)
   after_each(H.after)
 
+  local new_fw, no_errors, run_for, assert_raises = H.collecting, H.no_errors, H.run_for, H.raises
+
   local temps = {}
   after_each(function()
     for _, path in ipairs(temps) do os.remove(path) end
     temps = {}
   end)
-
-  -- Handler errors are collected, so that an assertion inside a sink fails the test.
-  local function new_fw()
-    local errors = {}
-    local fw = H.new{ on_error = function(msg) errors[#errors + 1] = msg end }
-    return fw, errors
-  end
-
-  local function no_errors(errors)
-    assert.equal("", table.concat(errors, "\n----\n"))
-  end
-
-  -- Run fw for about ms while operations stay pending. The guard timer bounds the run
-  -- even if run(ms)'s own deadline misfires (a stale loop clock: see timer_spec).
-  local function run_for(fw, ms)
-    local guard = fw:SetTimer(ms + 2000, function() end, nil)
-    local idle, why = fw:run(ms)
-    guard:Cancel()
-    return idle, why
-  end
-
-  local function assert_raises(pattern, fn)
-    local ok, err = pcall(fn)
-    assert.is_false(ok, "expected an error")
-    assert.truthy(tostring(err):find(pattern, 1, true), ("%q does not contain %q"):format(tostring(err), pattern))
-  end
 
   -- A temporary file holding `content`; removed after the test.
   local function temp_file(content)

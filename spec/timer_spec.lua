@@ -5,22 +5,7 @@ describe("SetTimer", function()
   before_each(H.before)
   after_each(H.after)
 
-  -- Handler errors are collected, so that an assertion inside a sink fails the test.
-  local function new_fw()
-    local errors = {}
-    local fw = H.new{ on_error = function(msg) errors[#errors + 1] = msg end }
-    return fw, errors
-  end
-
-  local function no_errors(errors)
-    assert.equal("", table.concat(errors, "\n----\n"))
-  end
-
-  local function assert_raises(pattern, fn)
-    local ok, err = pcall(fn)
-    assert.is_false(ok, "expected an error")
-    assert.truthy(tostring(err):find(pattern, 1, true), ("%q does not contain %q"):format(tostring(err), pattern))
-  end
+  local new_fw, no_errors, assert_raises = H.collecting, H.no_errors, H.raises
 
   it("notifies once with (true, 0, userdata), later, from run()", function()
     local fw = H.new()

@@ -5,31 +5,7 @@ describe("UDP sockets", function()
   before_each(H.before)
   after_each(H.after)
 
-  -- Handler errors are collected, so that an assertion inside a sink fails the test.
-  local function new_fw()
-    local errors = {}
-    local fw = H.new{ on_error = function(msg) errors[#errors + 1] = msg end }
-    return fw, errors
-  end
-
-  local function no_errors(errors)
-    assert.equal("", table.concat(errors, "\n----\n"))
-  end
-
-  -- Run fw for about ms while operations stay pending. The guard timer bounds the run
-  -- even if run(ms)'s own deadline misfires (a stale loop clock: see timer_spec).
-  local function run_for(fw, ms)
-    local guard = fw:SetTimer(ms + 2000, function() end, nil)
-    local idle, why = fw:run(ms)
-    guard:Cancel()
-    return idle, why
-  end
-
-  local function assert_raises(pattern, fn)
-    local ok, err = pcall(fn)
-    assert.is_false(ok, "expected an error")
-    assert.truthy(tostring(err):find(pattern, 1, true), ("%q does not contain %q"):format(tostring(err), pattern))
-  end
+  local new_fw, no_errors, run_for, assert_raises = H.collecting, H.no_errors, H.run_for, H.raises
 
   local function udp(fw, host)
     local s = fw:CreateNetworkSocket("udp")
