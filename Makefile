@@ -23,7 +23,7 @@ DEV_ENV  := LUA_PATH='lua/?.lua;lua/?/init.lua;./?.lua;;' LUA_CPATH='$(BUILD)/?.
 SAN_PRELOAD = LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)"
 BUSTED_ARGS ?=
 
-.PHONY: all deps test asan valgrind run install clean bench
+.PHONY: all deps test asan tsan valgrind run install clean bench
 
 all: $(MODULE)
 
@@ -49,6 +49,16 @@ asan: deps
 	$(SAN_PRELOAD) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 FWX_SANITIZED=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  sh tools/test.sh build-asan $(BUSTED_ARGS)
+
+# ThreadSanitizer: the module and an interpreter with the runtime linked in, the specs
+# (libuv's pool threads run look-ups and file requests beside the loop thread).
+tsan: deps
+	@$(MAKE) --no-print-directory BUILD=build-tsan OPT='-O1 -g' \
+	  EXTRA_CFLAGS='-fsanitize=thread' EXTRA_LDFLAGS='-fsanitize=thread' all
+	$(CC) -O1 -g -fsanitize=thread $(PKG_CFLAGS) -o build-tsan/lua-san tools/lua-san.c \
+	  $$(pkg-config --libs lua5.4)
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 FWX_SANITIZED=1 \
+	  LUA_RUNNER=$(CURDIR)/build-tsan/lua-san sh tools/test.sh build-tsan $(BUSTED_ARGS)
 
 # The specs under valgrind's memcheck (slow: one pass, no GC pass).
 valgrind: deps
