@@ -161,7 +161,6 @@ struct fwx_socket {
   unsigned shut : 1;
   unsigned has_fd : 1;
   unsigned reuseaddr : 1;
-  unsigned connecting : 1;
   unsigned uv_closing : 1;     /* uv_close called */
   unsigned close_after_shutdown : 1;
 };
@@ -221,7 +220,7 @@ void fwx__buffer_fill(fwx_buffer_t *b, const char *p, size_t n);
 int fwx__completion_error(fwx_op_kind_t kind, int status, int *ok);
 
 /* stream.c */
-void fwx__reader_init(fwx__reader_t *r, fwx_port_t *port, uv_stream_t *stream);
+void fwx__reader_init(fwx__reader_t *r, uv_stream_t *stream);
 int fwx__reader_recv(fwx__reader_t *r, fwx_op_t *op);
 void fwx__reader_cancel(fwx__reader_t *r, int status);
 int fwx__reader_cancel_op(fwx__reader_t *r, fwx_op_t *op);

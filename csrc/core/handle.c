@@ -59,7 +59,7 @@ int fwx_handle_hook(fwx_port_t *port, int fd, fwx_handle_t **out) {
       fwx_handle_unref(h);
       return r;
     }
-    fwx__reader_init(&h->reader, port, &h->uv.stream);
+    fwx__reader_init(&h->reader, &h->uv.stream);
   }
   fwx__list_insert(&port->handles, &h->link);
   *out = h;

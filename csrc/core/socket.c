@@ -46,7 +46,7 @@ int fwx_socket_new(fwx_port_t *port, fwx_proto_t proto, fwx_socket_t **out) {
   } else {
     r = uv_tcp_init(&port->loop, &s->uv.tcp);
     if (r != 0) goto fail;
-    fwx__reader_init(&s->reader, port, &s->uv.stream);
+    fwx__reader_init(&s->reader, &s->uv.stream);
     s->reader.write_failed = write_failed;
   }
   /* Nothing can fail past this point. */
@@ -221,7 +221,6 @@ int fwx_socket_accept(fwx_socket_t *s, uintptr_t key) {
 
 static void connect_cb(uv_connect_t *req, int status) {
   fwx_socket_t *s = req->data;
-  s->connecting = 0;
   if (status == 0) apply_deferred_opts(s);
   fwx__op_complete(&s->conn->op, status);
 }
@@ -248,7 +247,6 @@ int fwx_socket_connect(fwx_socket_t *s, const struct sockaddr *addr, uintptr_t k
     fwx__op_complete(&conn->op, r);
     return 0;
   }
-  s->connecting = 1;
   apply_deferred_opts(s);
   return 0;
 }

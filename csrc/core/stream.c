@@ -9,8 +9,7 @@
 
 static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
-void fwx__reader_init(fwx__reader_t *r, fwx_port_t *port, uv_stream_t *stream) {
-  (void)port;
+void fwx__reader_init(fwx__reader_t *r, uv_stream_t *stream) {
   memset(r, 0, sizeof *r);
   r->stream = stream;
   stream->data = r;

@@ -34,7 +34,6 @@ typedef struct lfwx_service {
   int next_slot;           /* slots ever handed out */
   int live_slots;
   int running, stop, closing, closed;
-  int drain_depth;
 } lfwx_service_t;
 
 typedef struct lfwx_socket { fwx_socket_t *s; } lfwx_socket_t;
