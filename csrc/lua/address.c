@@ -4,7 +4,7 @@
 #include <netinet/in.h>
 #include <string.h>
 
-typedef struct lfwx_address { struct sockaddr_storage ss; } lfwx_address_t;
+typedef struct lfwx_address { LFWX_TAG; struct sockaddr_storage ss; } lfwx_address_t;
 
 void lfwx_push_address(lua_State *L, const struct sockaddr *sa) {
   lfwx_address_t *a = lfwx_newobject(L, sizeof *a, LFWX_ADDRESS, 0);

@@ -21,7 +21,12 @@ void lfwx_set_debug_gc(int on) { debug_gc = on; }
  * the operation's key: the slot, shifted, with a bit per value that is not nil, so
  * that only those are stored, fetched and cleared (fresh slots are all nil). The
  * caller has the service box at svidx. */
-int lfwx_anchor(lua_State *L, lfwx_service_t *sv, int svidx, int obj_idx, int sink_idx,
+int lfwx_push_anchors(lua_State *L, int svidx) {
+  lua_getiuservalue(L, svidx, LFWX_UV_ANCHORS);
+  return lua_gettop(L);
+}
+
+int lfwx_anchor(lua_State *L, lfwx_service_t *sv, int tidx, int obj_idx, int sink_idx,
                 int ud_idx, int extra_idx) {
   int slot, base, i, mask = 0, idx[LFWX_A_WIDTH];
   if (sv->nfree > 0) {
@@ -42,14 +47,13 @@ int lfwx_anchor(lua_State *L, lfwx_service_t *sv, int svidx, int obj_idx, int si
   idx[2] = obj_idx;
   idx[3] = extra_idx;
   base = (slot - 1) * LFWX_A_WIDTH;
-  lua_getiuservalue(L, svidx, LFWX_UV_ANCHORS);
   for (i = 0; i < LFWX_A_WIDTH; i++) {
-    if (idx[i] == 0 || lua_isnil(L, idx[i])) continue;
+    /* sinks are checked and objects are objects: only the others can be nil */
+    if (idx[i] == 0 || (i != 0 && i != 2 && lua_isnil(L, idx[i]))) continue;
     lua_pushvalue(L, idx[i]);
-    lua_rawseti(L, -2, base + i + 1);
+    lua_rawseti(L, tidx, base + i + 1);
     mask |= 1 << i;
   }
-  lua_pop(L, 1);
   sv->live_slots++;
   return slot << LFWX_A_WIDTH | mask;
 }
@@ -66,10 +70,8 @@ static void clear_slot(lua_State *L, lfwx_service_t *sv, int tidx, int key) {
 }
 
 /* Undo lfwx_anchor for an operation that did not start. */
-void lfwx_unanchor(lua_State *L, lfwx_service_t *sv, int svidx, int key) {
-  lua_getiuservalue(L, svidx, LFWX_UV_ANCHORS);
-  clear_slot(L, sv, lua_gettop(L), key);
-  lua_pop(L, 1);
+void lfwx_unanchor(lua_State *L, lfwx_service_t *sv, int tidx, int key) {
+  clear_slot(L, sv, tidx, key);
 }
 
 void lfwx_check_sink(lua_State *L, int idx, const char *method, int optional) {

@@ -4,6 +4,8 @@
 #include <ctype.h>
 #include <string.h>
 
+const char lfwx_class_tags[LFWX_NCLASSES + 1];
+
 const char *const lfwx_class_names[LFWX_NCLASSES + 1] = {
   NULL, "fwx.service", "fwx.socket", "fwx.buffer", "fwx.address", "fwx.overlapped",
   "fwx.handle", "fwx.timer"
@@ -85,6 +87,7 @@ static void alias_snake(lua_State *L, int methods_idx, const char *const *skip) 
 void *lfwx_newobject(lua_State *L, size_t size, int cls, int nuv) {
   void *p = lua_newuserdatauv(L, size, nuv);
   memset(p, 0, size);
+  *(const void **)p = &lfwx_class_tags[cls];
   lua_pushvalue(L, lua_upvalueindex(cls));
   lua_setmetatable(L, -2);
   return p;
@@ -92,10 +95,8 @@ void *lfwx_newobject(lua_State *L, size_t size, int cls, int nuv) {
 
 void *lfwx_testudata(lua_State *L, int idx, int cls) {
   void *p = lua_touserdata(L, idx);
-  if (p == NULL || !lua_getmetatable(L, idx)) return NULL;
-  if (!lua_rawequal(L, -1, lua_upvalueindex(cls))) p = NULL;
-  lua_pop(L, 1);
-  return p;
+  if (p == NULL || lua_rawlen(L, idx) < sizeof(void *)) return NULL;
+  return *(const void **)p == &lfwx_class_tags[cls] ? p : NULL;
 }
 
 void *lfwx_checkudata(lua_State *L, int idx, int cls) {

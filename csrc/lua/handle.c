@@ -97,7 +97,7 @@ static int start(lua_State *L, int write) {
   lua_getiuservalue(L, 3, 3); /* 6: user data */
   if (lua_isnil(L, 5)) return luaL_error(L, "overlapped has no notification interface (SetNotificationInterface)");
   sv = lfwx_push_service_of(L, 1);
-  svidx = lua_gettop(L);
+  svidx = lfwx_push_anchors(L, lua_gettop(L));
   slot = lfwx_anchor(L, sv, svidx, 3, 5, 6, bufidx);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, 3, 4);

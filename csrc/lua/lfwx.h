@@ -8,14 +8,21 @@
 #include <lua.h>
 
 /* Classes. Every C function of the binding is registered with the classes'
- * metatables as upvalues 1..LFWX_NCLASSES, so that a type check is a metatable
- * comparison with an upvalue: luaL_checkudata's registry lookup by string showed at
- * 15% of the instructions per echoed message. */
+ * metatables as upvalues 1..LFWX_NCLASSES (to set them on new objects). Every object
+ * begins with its class's tag, the address of lfwx_class_tags[class]: a type check is
+ * then lua_touserdata, lua_rawlen and a compare, where luaL_checkudata's metatable
+ * lookup cost 15% of the instructions per echoed message. A tag is an address in this
+ * module, which no other code stores by accident, and the size check keeps the read
+ * inside the block (a light userdata has size 0). */
 enum {
   LFWX_SERVICE = 1, LFWX_SOCKET, LFWX_BUFFER, LFWX_ADDRESS, LFWX_OVERLAPPED, LFWX_HANDLE,
   LFWX_TIMER, LFWX_NCLASSES = LFWX_TIMER
 };
 extern const char *const lfwx_class_names[LFWX_NCLASSES + 1]; /* "fwx.socket", ... */
+extern const char lfwx_class_tags[LFWX_NCLASSES + 1];
+#define LFWX_TAG const void *tag
+/* A buffer userdata: the tag, then the placed fwx_buffer_t at this offset. */
+#define LFWX_BUFFER_OFFSET 16
 
 /* Per-operation anchors: slot k of the service's anchor table holds, at 4k-3..4k, the
  * sink, the user data, the object the operation runs on and one extra value (the
@@ -28,6 +35,7 @@ enum { LFWX_A_SINK = 1, LFWX_A_UD, LFWX_A_OBJ, LFWX_A_EXTRA, LFWX_A_WIDTH = 4 };
 enum { LFWX_UV_ANCHORS = 1, LFWX_UV_OPTIONS = 2 };
 
 typedef struct lfwx_service {
+  LFWX_TAG;
   fwx_port_t *port;
   int *free_slots;         /* anchor slots to reuse */
   int nfree, capfree;
@@ -36,10 +44,12 @@ typedef struct lfwx_service {
   int running, stop, closing, closed;
 } lfwx_service_t;
 
-typedef struct lfwx_socket { fwx_socket_t *s; } lfwx_socket_t;
-typedef struct lfwx_overlapped { fwx_op_t *op; fwx_port_t *port; } lfwx_overlapped_t;
-typedef struct lfwx_handle { fwx_handle_t *h; } lfwx_handle_t;
-typedef struct lfwx_timer { fwx_timer_t *t; } lfwx_timer_t;
+/* A socket's user values: 1 its service's box (keeping it alive), 2 the service's
+ * anchor table (the hot path anchors there without going through the service). */
+typedef struct lfwx_socket { LFWX_TAG; fwx_socket_t *s; lfwx_service_t *sv; } lfwx_socket_t;
+typedef struct lfwx_overlapped { LFWX_TAG; fwx_op_t *op; fwx_port_t *port; } lfwx_overlapped_t;
+typedef struct lfwx_handle { LFWX_TAG; fwx_handle_t *h; } lfwx_handle_t;
+typedef struct lfwx_timer { LFWX_TAG; fwx_timer_t *t; } lfwx_timer_t;
 
 /* fwx.c: class set-up. meta goes into the metatable, methods (if any) into its
  * __index table with snake_case aliases, except the names in skip. */
@@ -60,9 +70,11 @@ int lfwx_raise(lua_State *L, int err, const char *what);
 int lfwx_fail(lua_State *L, int err);     /* nil, message, win32 code */
 
 /* dispatch.c */
-int lfwx_anchor(lua_State *L, lfwx_service_t *sv, int svidx, int obj_idx, int sink_idx,
+/* tidx: the service's anchor table on the stack (lfwx_push_anchors). */
+int lfwx_anchor(lua_State *L, lfwx_service_t *sv, int tidx, int obj_idx, int sink_idx,
                 int ud_idx, int extra_idx);
-void lfwx_unanchor(lua_State *L, lfwx_service_t *sv, int svidx, int slot);
+void lfwx_unanchor(lua_State *L, lfwx_service_t *sv, int tidx, int key);
+int lfwx_push_anchors(lua_State *L, int svidx); /* returns its index */
 void lfwx_check_sink(lua_State *L, int idx, const char *method, int optional);
 int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_t timeout);
 void lfwx_set_debug_gc(int on);

@@ -164,25 +164,28 @@ static int l_create_socket(lua_State *L) {
   lua_settop(L, 2);
   check_open(L, 1);
   p = luaL_checkoption(L, 2, NULL, protos);
-  box = lfwx_newobject(L, sizeof *box, LFWX_SOCKET, 1);
+  box = lfwx_newobject(L, sizeof *box, LFWX_SOCKET, 2);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
-  r = fwx_socket_new(((lfwx_service_t *)lua_touserdata(L, 1))->port,
-                     p == 0 ? FWX_TCP : FWX_UDP, &box->s);
+  lua_getiuservalue(L, 1, LFWX_UV_ANCHORS);
+  lua_setiuservalue(L, -2, 2);
+  box->sv = lua_touserdata(L, 1);
+  r = fwx_socket_new(box->sv->port, p == 0 ? FWX_TCP : FWX_UDP, &box->s);
   if (r != 0) return lfwx_raise(L, r, "service");
   return 1;
 }
 
 static int l_post(lua_State *L) {
   lfwx_service_t *sv;
-  int slot, r;
+  int slot, r, t;
   lua_settop(L, 3);
   sv = check_open(L, 1);
   lfwx_check_sink(L, 2, "CompleteTask", 0);
-  slot = lfwx_anchor(L, sv, 1, 0, 2, 3, 0);
+  t = lfwx_push_anchors(L, 1);
+  slot = lfwx_anchor(L, sv, t, 0, 2, 3, 0);
   r = fwx_port_post(sv->port, (uintptr_t)slot);
   if (r != 0) {
-    lfwx_unanchor(L, sv, 1, slot);
+    lfwx_unanchor(L, sv, t, slot);
     return lfwx_raise(L, r, "service");
   }
   return 0;
@@ -192,17 +195,18 @@ static int l_lookup(lua_State *L) {
   lfwx_service_t *sv;
   size_t len;
   const char *name;
-  int slot, r;
+  int slot, r, t;
   lua_settop(L, 4);
   sv = check_open(L, 1);
   name = luaL_checklstring(L, 2, &len);
   luaL_argcheck(L, len > 0 && len <= 253 && strlen(name) == len, 2,
                 "host name must be 1 to 253 bytes, without NUL");
   lfwx_check_sink(L, 3, "CompleteGetHostByName", 0);
-  slot = lfwx_anchor(L, sv, 1, 0, 3, 4, 0);
+  t = lfwx_push_anchors(L, 1);
+  slot = lfwx_anchor(L, sv, t, 0, 3, 4, 0);
   r = fwx_lookup(sv->port, name, (uintptr_t)slot);
   if (r != 0) {
-    lfwx_unanchor(L, sv, 1, slot);
+    lfwx_unanchor(L, sv, t, slot);
     return lfwx_raise(L, r, "service");
   }
   return 0;

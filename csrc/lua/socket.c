@@ -1,22 +1,36 @@
 /* socket.c: the "fwx.socket" class (IFWXNetworkSocket). User value 1 is the service
- * box, so a socket keeps its service alive. Asynchronous methods check every argument
- * first, anchor what the notification needs, then start; a start the core refuses
- * unanchors and raises, so misuse leaves nothing behind. */
+ * box, so a socket keeps its service alive; user value 2 is the service's anchor
+ * table. Asynchronous methods check every argument first, anchor what the
+ * notification needs, then start; a start the core refuses unanchors and raises, so
+ * misuse leaves nothing behind. */
 #include "lfwx.h"
 #include <string.h>
 
-static fwx_socket_t *check_socket(lua_State *L, int idx) {
+static lfwx_socket_t *check_box(lua_State *L, int idx) {
   lfwx_socket_t *box = lfwx_checkudata(L, idx, LFWX_SOCKET);
-  if (box->s == NULL) luaL_error(L, "socket is closed");
-  if (fwx_socket_closed(box->s)) luaL_error(L, "socket is closed");
-  return box->s;
+  if (box->s == NULL || fwx_socket_closed(box->s)) luaL_error(L, "socket is closed");
+  return box;
+}
+
+static fwx_socket_t *check_socket(lua_State *L, int idx) { return check_box(L, idx)->s; }
+
+/* The socket's service, open, and its anchor table pushed (returned: the index). */
+static lfwx_service_t *open_service(lua_State *L, lfwx_socket_t *box, int *tidx) {
+  lfwx_service_t *sv = box->sv;
+  if (sv->closing || sv->closed) luaL_error(L, "service is closed");
+  lua_getiuservalue(L, 1, 2);
+  *tidx = lua_gettop(L);
+  return sv;
 }
 
 void lfwx_push_socket(lua_State *L, fwx_socket_t *s, int svidx) {
-  lfwx_socket_t *box = lfwx_newobject(L, sizeof *box, LFWX_SOCKET, 1);
+  lfwx_socket_t *box = lfwx_newobject(L, sizeof *box, LFWX_SOCKET, 2);
   box->s = s;
+  box->sv = lua_touserdata(L, svidx);
   lua_pushvalue(L, svidx);
   lua_setiuservalue(L, -2, 1);
+  lua_getiuservalue(L, svidx, LFWX_UV_ANCHORS);
+  lua_setiuservalue(L, -2, 2);
 }
 
 /* Buffer or nil at idx; anything else is an argument error. */
@@ -39,8 +53,8 @@ static fwx_buffer_t *check_payload(lua_State *L, int idx, const char **data, siz
   return b;
 }
 
-static int start_failed(lua_State *L, lfwx_service_t *sv, int svidx, int slot, int r) {
-  if (slot != 0) lfwx_unanchor(L, sv, svidx, slot);
+static int start_failed(lua_State *L, lfwx_service_t *sv, int tidx, int slot, int r) {
+  if (slot != 0) lfwx_unanchor(L, sv, tidx, slot);
   return lfwx_raise(L, r, "socket");
 }
 
@@ -72,46 +86,46 @@ static int l_listen(lua_State *L) {
 }
 
 static int l_accept(lua_State *L) {
+  lfwx_socket_t *box;
   lfwx_service_t *sv;
-  fwx_socket_t *s;
-  int slot, r;
+  int slot, r, t;
   lua_settop(L, 3);
-  s = check_socket(L, 1);
+  box = check_box(L, 1);
   lfwx_check_sink(L, 2, "CompleteAsyncAccept", 0);
-  sv = lfwx_push_service_of(L, 1); /* at 4 */
-  slot = lfwx_anchor(L, sv, 4, 1, 2, 3, 0);
-  r = fwx_socket_accept(s, (uintptr_t)slot);
+  sv = open_service(L, box, &t);
+  slot = lfwx_anchor(L, sv, t, 1, 2, 3, 0);
+  r = fwx_socket_accept(box->s, (uintptr_t)slot);
   if (r == FWX_ESTATE) {
-    lfwx_unanchor(L, sv, 4, slot);
+    lfwx_unanchor(L, sv, t, slot);
     return luaL_error(L, "Accept: the socket is not listening (call Listen first)");
   }
-  if (r != 0) return start_failed(L, sv, 4, slot, r);
+  if (r != 0) return start_failed(L, sv, t, slot, r);
   return 0;
 }
 
 static int l_connect(lua_State *L) {
   struct sockaddr_storage ss;
+  lfwx_socket_t *box;
   lfwx_service_t *sv;
-  fwx_socket_t *s;
-  int slot, r;
+  int slot, r, t;
   lua_settop(L, 5);
-  s = check_socket(L, 1);
+  box = check_box(L, 1);
   lfwx_check_sockaddr(L, 2, 3, &ss);
   lfwx_check_sink(L, 4, "CompleteAsyncConnect", 0);
-  sv = lfwx_push_service_of(L, 1); /* at 6 */
-  slot = lfwx_anchor(L, sv, 6, 1, 4, 5, 0);
-  r = fwx_socket_connect(s, (struct sockaddr *)&ss, (uintptr_t)slot);
-  if (r != 0) return start_failed(L, sv, 6, slot, r);
+  sv = open_service(L, box, &t);
+  slot = lfwx_anchor(L, sv, t, 1, 4, 5, 0);
+  r = fwx_socket_connect(box->s, (struct sockaddr *)&ss, (uintptr_t)slot);
+  if (r != 0) return start_failed(L, sv, t, slot, r);
   return 0;
 }
 
 static int l_recv(lua_State *L) {
+  lfwx_socket_t *box;
   lfwx_service_t *sv;
-  fwx_socket_t *s;
   fwx_buffer_t *buf;
-  int slot, r;
+  int slot, r, t;
   lua_settop(L, 4);
-  s = check_socket(L, 1);
+  box = check_box(L, 1);
   buf = opt_buffer(L, 2);
   lfwx_check_sink(L, 3, "CompleteAsyncIO", 0);
   if (buf != NULL) {
@@ -120,38 +134,39 @@ static int l_recv(lua_State *L) {
     if (r == FWX_ELOCKED) luaL_argerror(L, 2, "buffer is lent to a pending operation");
     if (r != 0) luaL_argerror(L, 2, "buffer is constant");
   }
-  sv = lfwx_push_service_of(L, 1); /* at 5 */
-  slot = lfwx_anchor(L, sv, 5, 1, 3, 4, buf != NULL ? 2 : 0);
-  r = fwx_socket_recv(s, buf, (uintptr_t)slot);
-  if (r != 0) return start_failed(L, sv, 5, slot, r);
+  sv = open_service(L, box, &t);
+  slot = lfwx_anchor(L, sv, t, 1, 3, 4, buf != NULL ? 2 : 0);
+  r = fwx_socket_recv(box->s, buf, (uintptr_t)slot);
+  if (r != 0) return start_failed(L, sv, t, slot, r);
   return 0;
 }
 
 /* Send and SendTo share this; to is NULL for Send. Arguments from `first` on:
  * sink, user data. */
 static int do_send(lua_State *L, const struct sockaddr *to, int sink_idx) {
+  lfwx_socket_t *box;
   lfwx_service_t *sv;
-  fwx_socket_t *s;
   fwx_buffer_t *buf;
   const char *data;
   size_t len;
-  int slot = 0, r, svidx, notify;
-  s = check_socket(L, 1);
+  int slot = 0, r, svidx = 0, notify;
+  box = check_box(L, 1);
   buf = check_payload(L, 2, &data, &len);
   lfwx_check_sink(L, sink_idx, "CompleteAsyncIO", 1);
   notify = !lua_isnil(L, sink_idx);
-  sv = lfwx_push_service_of(L, 1);
-  svidx = lua_gettop(L);
+  sv = box->sv;
+  if (sv->closing || sv->closed) return luaL_error(L, "service is closed");
   /* A send with no sink anchors nothing: it passes the bytes, of which the core
    * copies what it cannot write at once, so the buffer is free again on return. */
   if (notify) {
+    open_service(L, box, &svidx);
     slot = lfwx_anchor(L, sv, svidx, 1, sink_idx, sink_idx + 1, 2);
   } else if (buf != NULL) {
     data = fwx_buffer_data(buf);
     len = fwx_buffer_size(buf);
     buf = NULL;
   }
-  r = fwx_socket_send(s, buf, data, len, to, notify, (uintptr_t)slot);
+  r = fwx_socket_send(box->s, buf, data, len, to, notify, (uintptr_t)slot);
   if (r == FWX_ESTATE) {
     if (slot != 0) lfwx_unanchor(L, sv, svidx, slot);
     return luaL_error(L, to ? "SendTo: the socket is not a udp socket"

@@ -6,7 +6,7 @@ int lfwx_set_timer(lua_State *L) {
   lfwx_service_t *sv = lfwx_check_service(L, 1);
   lfwx_timer_t *box;
   lua_Integer ms, repeat;
-  int slot, r;
+  int slot, r, t;
   lua_settop(L, 5);
   if (sv->closing || sv->closed) return luaL_error(L, "service is closed");
   ms = luaL_checkinteger(L, 2);
@@ -17,12 +17,14 @@ int lfwx_set_timer(lua_State *L) {
   box = lfwx_newobject(L, sizeof *box, LFWX_TIMER, 1); /* 6 */
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, 6, 1);
-  slot = lfwx_anchor(L, sv, 1, 6, 3, 4, 0);
+  t = lfwx_push_anchors(L, 1);
+  slot = lfwx_anchor(L, sv, t, 6, 3, 4, 0);
   r = fwx_timer_start(sv->port, (uint64_t)ms, (uint64_t)repeat, (uintptr_t)slot, &box->t);
   if (r != 0) {
-    lfwx_unanchor(L, sv, 1, slot);
+    lfwx_unanchor(L, sv, t, slot);
     return lfwx_raise(L, r, "service");
   }
+  lua_settop(L, 6); /* the timer */
   return 1;
 }
 
