@@ -5,14 +5,22 @@
  * them, so a busy port reads without a malloc or an extra copy per message. */
 #include "fwx-int.h"
 
-#define FWX__ARENA_SIZE (4 * FWX__READ_CHUNK)
+/* A block is aligned to its size, so the block of any byte in it is that byte's
+ * address rounded down: a packet carries only its data pointer. */
+#define FWX__ARENA_BLOCK ((size_t)4 * FWX__READ_CHUNK)
 
 struct fwx__arena {
   fwx_port_t *port;
   size_t used;             /* bytes committed to packets */
   size_t live;             /* packets that still point into the block */
-  char mem[FWX__ARENA_SIZE];
+  char mem[];
 };
+
+#define FWX__ARENA_SIZE (FWX__ARENA_BLOCK - offsetof(fwx__arena_t, mem))
+
+static fwx__arena_t *arena_of(const char *p) {
+  return (fwx__arena_t *)((uintptr_t)p & ~(uintptr_t)(FWX__ARENA_BLOCK - 1));
+}
 
 static void retire(fwx_port_t *port, fwx__arena_t *a) {
   if (a->live > 0) return; /* the last release frees it */
@@ -32,7 +40,7 @@ char *fwx__arena_tail(fwx_port_t *port, size_t *room) {
     if (next != NULL) {
       port->spare = NULL;
     } else {
-      next = malloc(sizeof *next);
+      next = aligned_alloc(FWX__ARENA_BLOCK, FWX__ARENA_BLOCK);
       if (next == NULL) {
         *room = 0;
         return NULL;
@@ -55,11 +63,11 @@ void fwx__arena_commit(fwx_port_t *port, const char *p, size_t n, fwx_op_t *op) 
   assert(a != NULL && p == a->mem + a->used && n <= FWX__READ_CHUNK);
   a->used += n;
   a->live++;
-  op->data = (char *)p;
-  op->arena = a;
+  op->out.data = (char *)p;
 }
 
-void fwx__arena_release(fwx__arena_t *a) {
+void fwx__arena_release(const char *data) {
+  fwx__arena_t *a = arena_of(data);
   fwx_port_t *port = a->port;
   assert(a->live > 0);
   if (--a->live > 0) return;

@@ -46,11 +46,10 @@ struct fwx_op {
   void *object;            /* socket / handle / timer holding a reference (which one
                               the kind says), or NULL */
   fwx_buffer_t *buf;       /* buffer this operation holds a reference to */
-  char *data;              /* received bytes in the port's arena (service receives) */
-  struct fwx__arena *arena;
   union {
     fwx_socket_t *accepted; /* accept */
     struct addrinfo *result; /* look-up */
+    char *data;             /* service receive: the bytes, in the port's arena */
   } out;
   size_t bytes;
   int status;              /* libuv status */
@@ -210,7 +209,7 @@ fwx__sendop_t *fwx__sendop_alloc(fwx_port_t *port);
 typedef struct fwx__arena fwx__arena_t;
 char *fwx__arena_tail(fwx_port_t *port, size_t *room);
 void fwx__arena_commit(fwx_port_t *port, const char *p, size_t n, fwx_op_t *op);
-void fwx__arena_release(fwx__arena_t *a);
+void fwx__arena_release(const char *data);
 void fwx__arena_free_all(fwx_port_t *port);
 
 /* buffer.c */

@@ -63,7 +63,6 @@ typedef struct fwx_completion {
   fwx_buffer_t *buffer;   /* recv: a new service buffer (caller owns one reference) */
   const char *data;       /* recv: or the received bytes, valid until
                              fwx_completion_release() */
-  void *arena;
   fwx_socket_t *accepted; /* accept: the new socket (caller owns one reference) */
   struct addrinfo *result;/* lookup: free with fwx_lookup_free() */
   int last;               /* 0 while a repeating timer keeps firing, else 1 */

@@ -271,6 +271,7 @@ int fwx_port_get(fwx_port_t *port, fwx_completion_t *out) {
   out->last = op->last;
   out->accepted = op->kind == FWX_OP_ACCEPT ? op->out.accepted : NULL;
   out->result = op->kind == FWX_OP_LOOKUP ? op->out.result : NULL;
+  out->data = op->kind == FWX_OP_RECV ? op->out.data : NULL;
   out->has_address = 0;
   if (op->has_address && op->object != NULL && op->kind == FWX_OP_RECV) {
     fwx_socket_t *s = op->object;
@@ -281,10 +282,6 @@ int fwx_port_get(fwx_port_t *port, fwx_completion_t *out) {
   }
   op->out.accepted = NULL;
   op->out.result = NULL;
-  out->data = op->data;
-  out->arena = op->arena;
-  op->data = NULL;
-  op->arena = NULL;
   if (op->lent) {
     out->buffer = NULL;
   } else {
@@ -305,8 +302,7 @@ void fwx_completion_release(fwx_completion_t *c) {
     fwx_socket_unref(c->accepted);
   }
   if (c->result != NULL) fwx_lookup_free(c->result);
-  if (c->arena != NULL) fwx__arena_release(c->arena);
-  c->arena = NULL;
+  if (c->data != NULL) fwx__arena_release(c->data);
   c->data = NULL;
   c->buffer = NULL;
   c->accepted = NULL;

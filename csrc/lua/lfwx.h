@@ -44,8 +44,7 @@ typedef struct lfwx_service {
   int running, stop, closing, closed;
 } lfwx_service_t;
 
-/* A socket's user values: 1 its service's box (keeping it alive), 2 the service's
- * anchor table (the hot path anchors there without going through the service). */
+/* A socket's user value is its service's box, which keeps the service alive. */
 typedef struct lfwx_socket { LFWX_TAG; fwx_socket_t *s; lfwx_service_t *sv; } lfwx_socket_t;
 typedef struct lfwx_overlapped { LFWX_TAG; fwx_op_t *op; fwx_port_t *port; } lfwx_overlapped_t;
 typedef struct lfwx_handle { LFWX_TAG; fwx_handle_t *h; } lfwx_handle_t;

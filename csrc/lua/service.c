@@ -164,11 +164,9 @@ static int l_create_socket(lua_State *L) {
   lua_settop(L, 2);
   check_open(L, 1);
   p = luaL_checkoption(L, 2, NULL, protos);
-  box = lfwx_newobject(L, sizeof *box, LFWX_SOCKET, 2);
+  box = lfwx_newobject(L, sizeof *box, LFWX_SOCKET, 1);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
-  lua_getiuservalue(L, 1, LFWX_UV_ANCHORS);
-  lua_setiuservalue(L, -2, 2);
   box->sv = lua_touserdata(L, 1);
   r = fwx_socket_new(box->sv->port, p == 0 ? FWX_TCP : FWX_UDP, &box->s);
   if (r != 0) return lfwx_raise(L, r, "service");

@@ -1,6 +1,5 @@
 /* socket.c: the "fwx.socket" class (IFWXNetworkSocket). User value 1 is the service
- * box, so a socket keeps its service alive; user value 2 is the service's anchor
- * table. Asynchronous methods check every argument first, anchor what the
+ * box, so a socket keeps its service alive. Asynchronous methods check every argument first, anchor what the
  * notification needs, then start; a start the core refuses unanchors and raises, so
  * misuse leaves nothing behind. */
 #include "lfwx.h"
@@ -18,19 +17,17 @@ static fwx_socket_t *check_socket(lua_State *L, int idx) { return check_box(L, i
 static lfwx_service_t *open_service(lua_State *L, lfwx_socket_t *box, int *tidx) {
   lfwx_service_t *sv = box->sv;
   if (sv->closing || sv->closed) luaL_error(L, "service is closed");
-  lua_getiuservalue(L, 1, 2);
-  *tidx = lua_gettop(L);
+  lua_getiuservalue(L, 1, 1);
+  *tidx = lfwx_push_anchors(L, lua_gettop(L));
   return sv;
 }
 
 void lfwx_push_socket(lua_State *L, fwx_socket_t *s, int svidx) {
-  lfwx_socket_t *box = lfwx_newobject(L, sizeof *box, LFWX_SOCKET, 2);
+  lfwx_socket_t *box = lfwx_newobject(L, sizeof *box, LFWX_SOCKET, 1);
   box->s = s;
   box->sv = lua_touserdata(L, svidx);
   lua_pushvalue(L, svidx);
   lua_setiuservalue(L, -2, 1);
-  lua_getiuservalue(L, svidx, LFWX_UV_ANCHORS);
-  lua_setiuservalue(L, -2, 2);
 }
 
 /* Buffer or nil at idx; anything else is an argument error. */
