@@ -20,9 +20,10 @@ fwx_buffer_t *lfwx_check_buffer(lua_State *L, int idx) {
   return (fwx_buffer_t *)((char *)lfwx_checkudata(L, idx, LFWX_BUFFER) + LFWX_BUFFER_OFFSET);
 }
 
-/* A buffer userdata with room for `cap` bytes; returns where its buffer goes. */
-static void *new_buffer(lua_State *L, size_t cap) {
-  char *p = lua_newuserdatauv(L, LFWX_BUFFER_OFFSET + fwx_buffer_place_size(cap), 1);
+/* A buffer userdata with room for `cap` bytes; returns where its buffer goes. Only a
+ * window has a user value (its base). */
+static void *new_buffer(lua_State *L, size_t cap, int nuv) {
+  char *p = lua_newuserdatauv(L, LFWX_BUFFER_OFFSET + fwx_buffer_place_size(cap), nuv);
   *(const void **)p = &lfwx_class_tags[LFWX_BUFFER];
   lua_pushvalue(L, lua_upvalueindex(LFWX_BUFFER));
   lua_setmetatable(L, -2);
@@ -32,7 +33,7 @@ static void *new_buffer(lua_State *L, size_t cap) {
 /* A new buffer holding a copy of data/len, capacity cap (>= len). */
 fwx_buffer_t *lfwx_push_buffer(lua_State *L, const char *data, size_t len, size_t cap,
                                int is_const) {
-  return fwx_buffer_place(new_buffer(L, cap), cap, data, len, is_const);
+  return fwx_buffer_place(new_buffer(L, cap, 0), cap, data, len, is_const);
 }
 
 /* Writers go through this: a constant buffer, or one lent to a pending operation,
@@ -80,7 +81,7 @@ int lfwx_create_window_buffer(lua_State *L) {
   len = check_size(L, 4, "length");
   luaL_argcheck(L, off <= fwx_buffer_capacity(base), 3, "offset beyond the buffer");
   luaL_argcheck(L, len <= fwx_buffer_capacity(base) - off, 4, "window beyond the buffer");
-  mem = new_buffer(L, 0);
+  mem = new_buffer(L, 0, 1);
   lua_pushvalue(L, 2); /* the window keeps what it looks into */
   lua_setiuservalue(L, -2, 1);
   fwx_buffer_place_window(mem, base, off, len);
