@@ -17,15 +17,16 @@ static int debug_gc; /* tests: a GC step after every notification */
 
 void lfwx_set_debug_gc(int on) { debug_gc = on; }
 
-/* Anchor the values at the given stack indices (0: nil) in a free slot and return
- * the operation's key: the slot, shifted, with a bit per value that is not nil, so
- * that only those are stored, fetched and cleared (fresh slots are all nil). The
- * caller has the service box at svidx. */
+/* Push the anchor table of the service box at svidx; return its index. */
 int lfwx_push_anchors(lua_State *L, int svidx) {
   lua_getiuservalue(L, svidx, LFWX_UV_ANCHORS);
   return lua_gettop(L);
 }
 
+/* Anchor the values at the given stack indices (0: nil) in a free slot of the anchor
+ * table at tidx and return the operation's key: the slot, shifted, with a bit per
+ * value that is not nil, so that only those are stored, fetched and cleared (fresh
+ * slots are all nil). */
 int lfwx_anchor(lua_State *L, lfwx_service_t *sv, int tidx, int obj_idx, int sink_idx,
                 int ud_idx, int extra_idx) {
   int slot, base, i, mask = 0, idx[LFWX_A_WIDTH];
