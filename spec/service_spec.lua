@@ -171,6 +171,23 @@ describe("service", function()
     assert.matches("service is closed", raised)
   end)
 
+  it("Close() from inside a handler drains everything, then run() returns", function()
+    local fw = H.new()
+    local got = {}
+    fw:SetTimer(60000, function(ok, err) got[#got + 1] = "timer " .. err end)
+    fw:PostTaskCompletion(function()
+      got[#got + 1] = "first"
+      fw:Close()
+      got[#got + 1] = "closed"
+    end)
+    fw:PostTaskCompletion(function() got[#got + 1] = "second" end)
+    local idle, why = fw:run(5000)
+    assert.is_false(idle)
+    assert.equal("stopped", why)
+    assert.same({ "first", "second", "timer 995", "closed" }, got)
+    assert.equal(0, fw:pending())
+  end)
+
   it("after Close() every start raises, Close() is idempotent, and <close> closes", function()
     local fw = H.new()
     assert.is_true(fw:Close())
