@@ -167,26 +167,30 @@ describe("garbage collection and leaks", function()
     assert.is_true(lua1 - lua0 < 256, ("Lua heap grew by %.0f KiB"):format(lua1 - lua0))
     -- A sanitizer's allocator keeps freed memory in quarantine: RSS says nothing there.
     if not H.SANITIZED then
-      assert.is_true(rss1 - rss0 < 4096, ("RSS grew by %d KiB"):format(rss1 - rss0))
+      -- (the collector's pacing moves RSS by a few MiB; C leaks are valgrind's to find)
+      assert.is_true(rss1 - rss0 < 8192, ("RSS grew by %d KiB"):format(rss1 - rss0))
     end
   end)
 
   it("service buffers count toward the collector's pace: dropped ones do not pile up", function()
-    -- 64 MiB flows through Recv(nil) buffers that are sent on and dropped. Their bytes
-    -- are in the C heap, behind small boxes; if the collector did not see them, they
-    -- would pile up until a cycle that Lua's own allocations alone may not start.
+    -- 256 MiB flows through Recv(nil) buffers that are dropped. If the collector did
+    -- not see their bytes (they once were in the C heap behind small boxes), they would
+    -- pile up until a cycle that Lua's own allocations alone may not start: 47 MiB of
+    -- growth per 64 MiB passed. Seen, they cost one collector cycle's worth of heap,
+    -- which does not grow with the volume.
     local fw = H.new()
-    local total, size = 0, 64 * 1024 * 1024
+    local total, size = 0, 256 * 1024 * 1024
     collectgarbage(); collectgarbage()
-    local rss0 = rss_kb()
-    local peak = 0
+    local rss0, heap0 = rss_kb(), collectgarbage("count")
+    local peak, reads = 0, 0
     local ls, port = H.listener(fw)
     ls:Accept(function(ok, err, l, s)
       l:Close()
       local function on_recv(rok, rerr, b)
         if not rok or #b == 0 then s:Close() return end
         total = total + #b
-        peak = math.max(peak, rss_kb() - rss0)
+        reads = reads + 1
+        if reads % 8 == 0 then peak = math.max(peak, rss_kb() - rss0) end
         s:Recv(nil, on_recv)
       end
       s:Recv(nil, on_recv)
@@ -204,8 +208,10 @@ describe("garbage collection and leaks", function()
     end)
     H.run(fw, 30000)
     assert.equal(size, total)
+    local limit = 64 * 1024 + 2 * math.floor(heap0)
     if not H.SANITIZED then
-      assert.is_true(peak < 24 * 1024, ("RSS grew by %d KiB while 64 MiB passed"):format(peak))
+      assert.is_true(peak < limit, ("RSS grew by %d KiB while 256 MiB passed (limit %d KiB)")
+        :format(peak, limit))
     end
   end)
 
