@@ -108,6 +108,9 @@ int fwx_port_post(fwx_port_t *port, uintptr_t key);
  * then fwx_port_finish() closes the loop. */
 void fwx_port_shutdown(fwx_port_t *port);
 int fwx_port_finish(fwx_port_t *port);
+/* Shutdown, dropping every packet instead of delivering it, then finish: for an owner
+ * that can no longer be told (a collected service). */
+void fwx_port_abandon(fwx_port_t *port);
 
 /* ---- overlapped records (overlapped.c) ---- */
 fwx_op_t *fwx_overlapped_new(fwx_port_t *port);

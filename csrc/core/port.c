@@ -47,9 +47,16 @@ fail:
 
 void fwx_port_ref(fwx_port_t *port) { port->refs++; }
 
-static void discard_all(fwx_port_t *port) {
+void fwx_port_abandon(fwx_port_t *port) {
   fwx_completion_t c;
-  while (fwx_port_get(port, &c)) fwx_completion_release(&c);
+  if (port->finished) return;
+  fwx_port_shutdown(port);
+  for (;;) {
+    while (fwx_port_get(port, &c)) fwx_completion_release(&c);
+    if (port->pending == 0) break;
+    fwx_port_poll(port, 1);
+  }
+  fwx_port_finish(port);
 }
 
 void fwx_port_unref(fwx_port_t *port) {
@@ -57,16 +64,7 @@ void fwx_port_unref(fwx_port_t *port) {
   fwx__sendop_t *so;
 
   if (--port->refs > 0) return;
-  if (!port->finished) {
-    /* Nobody will dequeue any more: end everything and drop the packets. */
-    fwx_port_shutdown(port);
-    for (;;) {
-      discard_all(port);
-      if (port->pending == 0) break;
-      fwx_port_poll(port, 1);
-    }
-    fwx_port_finish(port);
-  }
+  fwx_port_abandon(port); /* nobody will dequeue any more */
   while ((op = port->free_ops) != NULL) {
     port->free_ops = op->next;
     free(op);

@@ -102,29 +102,31 @@ int fwx__udp_recv(fwx_socket_t *s, fwx_op_t *op) {
   int r;
 
   if (op->buf != NULL) fwx_buffer_lend(op->buf);
+  if (u->chunk_status != 0 && u->chunk == NULL) {
+    r = u->chunk_status;
+    u->chunk_status = 0;
+    end_recv(s, r);
+    return 0;
+  }
   if (u->chunk != NULL) {
     fwx_buffer_t *chunk = u->chunk;
     u->chunk = NULL;
     deliver(s, fwx_buffer_data(chunk), fwx_buffer_size(chunk),
             (const struct sockaddr *)&u->chunk_addr, u->chunk_partial, chunk);
     fwx_buffer_unref(chunk);
-  } else if (u->chunk_status != 0) {
-    r = u->chunk_status;
-    u->chunk_status = 0;
-    end_recv(s, r);
-    return 0;
-  } else {
-    if (!u->receiving) {
-      r = uv_udp_recv_start(&s->uv.udp, alloc_cb, recv_cb);
-      if (r != 0) {
-        end_recv(s, r);
-        return 0;
-      }
-      u->receiving = 1;
-    }
-    return 0;
   }
-  if (!u->receiving && uv_udp_recv_start(&s->uv.udp, alloc_cb, recv_cb) == 0) u->receiving = 1;
+  /* Receive again: for this receive if it is still pending, or to refill the held
+   * datagram just claimed. A failure ends a pending receive; otherwise the next one
+   * reports it. */
+  if (!u->receiving) {
+    r = uv_udp_recv_start(&s->uv.udp, alloc_cb, recv_cb);
+    if (r == 0)
+      u->receiving = 1;
+    else if (s->recv_op.state == FWX__PENDING)
+      end_recv(s, r);
+    else
+      u->chunk_status = r;
+  }
   return 0;
 }
 

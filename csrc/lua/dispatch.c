@@ -93,21 +93,23 @@ void lfwx_check_sink(lua_State *L, int idx, const char *method, int optional) {
                                   method, optional ? ", or nil" : ""));
 }
 
-static const char *method_of(fwx_op_kind_t kind, int on_handle) {
+const char *const lfwx_op_names[FWX_OP_LOOKUP + 1] = {
+  "none", "Accept", "Connect", "Recv", "Send", "Read", "Write", "task", "timer", "GetHostByName"
+};
+
+static const char *method_of(fwx_op_kind_t kind) {
   switch (kind) {
   case FWX_OP_ACCEPT: return "CompleteAsyncAccept";
   case FWX_OP_CONNECT: return "CompleteAsyncConnect";
   case FWX_OP_TASK: return "CompleteTask";
   case FWX_OP_TIMER: return "CompleteTimer";
   case FWX_OP_LOOKUP: return "CompleteGetHostByName";
-  default: (void)on_handle; return "CompleteAsyncIO";
+  default: return "CompleteAsyncIO";
   }
 }
 
 static const char *kind_name(fwx_op_kind_t kind) {
-  static const char *const names[] = {"none", "Accept", "Connect", "Recv", "Send",
-                                      "Read", "Write", "task", "timer", "GetHostByName"};
-  return (unsigned)kind < sizeof names / sizeof names[0] ? names[kind] : "?";
+  return (unsigned)kind <= FWX_OP_LOOKUP ? lfwx_op_names[kind] : "?";
 }
 
 /* The handler raised: the message (with its traceback) is on top. Hand it to the
@@ -174,7 +176,7 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
     lua_pushvalue(L, sink);
     nargs = 0;
   } else {
-    lua_getfield(L, sink, method_of(kind, 0));
+    lua_getfield(L, sink, method_of(kind));
     lua_pushvalue(L, sink); /* self */
     nargs = 1;
   }
@@ -259,16 +261,14 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
     lua_pushvalue(L, ud);
     nargs += 4;
     break;
-  default:
-    break;
+  default: /* not a kind the binding starts */
+    fwx_completion_release(c);
+    lua_settop(L, top);
+    return;
   }
   /* What the packet carried has been copied or taken: release the rest now, before
    * the handler runs (and may raise). */
   fwx_completion_release(c);
-  if (kind > FWX_OP_LOOKUP || kind == FWX_OP_NONE) {
-    lua_settop(L, top);
-    return;
-  }
   if (lua_pcall(L, nargs, 0, msgh) != LUA_OK) report(L, svidx, obj, kind);
   lua_settop(L, top);
   if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);

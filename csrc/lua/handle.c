@@ -9,6 +9,13 @@ static fwx_handle_t *check_handle(lua_State *L, int idx) {
   return box->h;
 }
 
+/* A userdata can be indexed only through a metatable's __index. */
+static int has_index(lua_State *L, int idx) {
+  if (!lua_isuserdata(L, idx) || luaL_getmetafield(L, idx, "__index") == LUA_TNIL) return 0;
+  lua_pop(L, 1);
+  return 1;
+}
+
 /* The descriptor of an integer, a Lua file, or an object with :getfd(). */
 static int check_fd(lua_State *L, int idx) {
   luaL_Stream *f;
@@ -18,17 +25,8 @@ static int check_fd(lua_State *L, int idx) {
   } else if ((f = luaL_testudata(L, idx, LUA_FILEHANDLE)) != NULL) {
     if (f->closef == NULL) luaL_argerror(L, idx, "file is closed");
     fd = fileno(f->f);
-  } else if ((lua_istable(L, idx) || lua_isuserdata(L, idx)) &&
-             luaL_getmetafield(L, idx, "__index") != LUA_TNIL) {
-    lua_pop(L, 1);
-    if (lua_getfield(L, idx, "getfd") != LUA_TFUNCTION)
-      luaL_argerror(L, idx, "descriptor, file or object with getfd expected");
-    lua_pushvalue(L, idx);
-    lua_call(L, 1, 1);
-    if (!lua_isinteger(L, -1)) luaL_argerror(L, idx, "getfd() did not return an integer");
-    fd = lua_tointeger(L, -1);
-    lua_pop(L, 1);
-  } else if (lua_istable(L, idx) && lua_getfield(L, idx, "getfd") == LUA_TFUNCTION) {
+  } else if ((lua_istable(L, idx) || has_index(L, idx)) &&
+             lua_getfield(L, idx, "getfd") == LUA_TFUNCTION) {
     lua_pushvalue(L, idx);
     lua_call(L, 1, 1);
     if (!lua_isinteger(L, -1)) luaL_argerror(L, idx, "getfd() did not return an integer");

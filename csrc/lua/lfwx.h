@@ -29,7 +29,7 @@ extern const char lfwx_class_tags[LFWX_NCLASSES + 1];
  * buffer or string lent to it). The table is the service's user value, so the GC
  * keeps all of it alive exactly while the operation is pending; no registry refs.
  * An operation's key is slot << 4 | (a bit per value that is not nil). */
-enum { LFWX_A_SINK = 1, LFWX_A_UD, LFWX_A_OBJ, LFWX_A_EXTRA, LFWX_A_WIDTH = 4 };
+enum { LFWX_A_WIDTH = 4 };
 
 /* Service user values. */
 enum { LFWX_UV_ANCHORS = 1, LFWX_UV_OPTIONS = 2 };
@@ -69,6 +69,7 @@ int lfwx_raise(lua_State *L, int err, const char *what);
 int lfwx_fail(lua_State *L, int err);     /* nil, message, win32 code */
 
 /* dispatch.c */
+extern const char *const lfwx_op_names[FWX_OP_LOOKUP + 1]; /* "Accept", "Recv", "timer" */
 /* tidx: the service's anchor table on the stack (lfwx_push_anchors). */
 int lfwx_anchor(lua_State *L, lfwx_service_t *sv, int tidx, int obj_idx, int sink_idx,
                 int ud_idx, int extra_idx);

@@ -103,19 +103,10 @@ static int l_close(lua_State *L) {
 static int l_gc(lua_State *L) {
   lfwx_service_t *sv = lfwx_check_service(L, 1);
   if (sv->port != NULL) {
-    if (!sv->closed) {
-      /* Unreachable with operations pending: nobody can be told any more. End them
-       * without entering Lua. */
-      fwx_completion_t c;
-      fwx_port_shutdown(sv->port);
-      for (;;) {
-        while (fwx_port_get(sv->port, &c)) fwx_completion_release(&c);
-        if (fwx_port_pending(sv->port) == 0) break;
-        fwx_port_poll(sv->port, 1);
-      }
-      fwx_port_finish(sv->port);
-      sv->closed = 1;
-    }
+    /* Unreachable with operations pending: nobody can be told any more. End them
+     * without entering Lua. */
+    fwx_port_abandon(sv->port);
+    sv->closed = 1;
     fwx_port_unref(sv->port);
     sv->port = NULL;
   }
@@ -133,8 +124,6 @@ static int l_tostring(lua_State *L) {
 /* pending() -> the number of operations started and not yet notified;
  * pending(true) -> a table of them by operation ("Recv", "Send", "timer", ...). */
 static int l_pending(lua_State *L) {
-  static const char *const names[] = {"none", "Accept", "Connect", "Recv", "Send", "Read",
-                                      "Write", "task", "timer", "GetHostByName"};
   lfwx_service_t *sv = lfwx_check_service(L, 1);
   int k;
   if (!lua_toboolean(L, 2)) {
@@ -146,7 +135,7 @@ static int l_pending(lua_State *L) {
     size_t n = fwx_port_pending_kind(sv->port, (fwx_op_kind_t)k);
     if (n == 0) continue;
     lua_pushinteger(L, (lua_Integer)n);
-    lua_setfield(L, -2, names[k]);
+    lua_setfield(L, -2, lfwx_op_names[k]);
   }
   return 1;
 }
