@@ -405,6 +405,34 @@ describe("tcp sockets", function()
     assert.equal("PING PONG", data)
   end)
 
+  it("a sink-less Send of a buffer sends the bytes as they were at the call", function()
+    -- The buffer is not lent: it is writable at once, and what the core could not
+    -- write at once it copied, so changing the buffer cannot change what is sent.
+    local fw = H.new()
+    local size = 4 * 1024 * 1024 -- far more than the socket buffers take at once
+    local received = {}
+    pair(fw, function(server, client)
+      local buf = fw:CreateBuffer(size)
+      buf:Append(("a"):rep(size))
+      client:Send(buf)
+      assert.is_false(buf:IsLent())
+      buf:SetDataSize(0)
+      buf:Append(("b"):rep(size)) -- would corrupt the stream if the core kept the buffer
+      client:Shutdown()
+      local function on_recv(ok, err, b)
+        assert(ok, err)
+        if #b == 0 then server:Close(); client:Close() return end
+        received[#received + 1] = tostring(b)
+        server:Recv(nil, on_recv)
+      end
+      server:Recv(nil, on_recv)
+    end)
+    H.run(fw, 10000)
+    local all = table.concat(received)
+    assert.equal(size, #all)
+    assert.is_nil(all:find("b", 1, true))
+  end)
+
   it("a sink-less Send is flushed even when the socket is dropped and collected", function()
     local fw = H.new()
     local ls, port = H.listener(fw)
