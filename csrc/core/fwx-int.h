@@ -119,7 +119,9 @@ struct fwx_port {
   uv_timer_t deadline;     /* bounds one run; unref'd, it keeps nothing alive */
   fwx__link_t sockets, handles, timers, ops; /* open objects, for shutdown */
   struct fwx__arena *arena; /* the block reads go into (arena.c) */
-  struct fwx__arena *spare;
+  struct fwx__arena *spare; /* emptied blocks kept for reuse, and how many */
+  size_t spares;
+  size_t read_budget;       /* arena bytes reads may still take in this poll */
   fwx_op_t *free_ops;      /* recycled task/tick records */
   fwx__sendop_t *free_sends;
   size_t free_count;
@@ -211,6 +213,8 @@ char *fwx__arena_tail(fwx_port_t *port, size_t *room);
 void fwx__arena_commit(fwx_port_t *port, const char *p, size_t n, fwx_op_t *op);
 void fwx__arena_release(const char *data);
 void fwx__arena_free_all(fwx_port_t *port);
+void fwx__arena_new_poll(fwx_port_t *port);
+int fwx__arena_deferred(const fwx_port_t *port, ssize_t status);
 
 /* buffer.c */
 void fwx__buffer_fill(fwx_buffer_t *b, const char *p, size_t n);

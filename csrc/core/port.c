@@ -32,6 +32,7 @@ int fwx_port_new(fwx_port_t **out) {
   uv_timer_init(&port->loop, &port->deadline);
   uv_unref((uv_handle_t *)&port->deadline);
   port->refs = 1;
+  fwx__arena_new_poll(port);
   fwx__list_init(&port->sockets);
   fwx__list_init(&port->handles);
   fwx__list_init(&port->timers);
@@ -308,6 +309,7 @@ void fwx_completion_release(fwx_completion_t *c) {
 }
 
 size_t fwx_port_poll(fwx_port_t *port, int block) {
+  fwx__arena_new_poll(port);
   if (!port->finished) uv_run(&port->loop, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);
   return port->queued;
 }

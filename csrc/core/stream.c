@@ -83,6 +83,7 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   int rc;
 
   if (nread == 0) return; /* EAGAIN */
+  if (fwx__arena_deferred(stream->loop->data, nread)) return; /* read next poll */
   if (nread < 0) {
     r->status = (int)nread;
     pause_reading(r);

@@ -72,6 +72,7 @@ static void recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
   int pending = s->recv_op.state == FWX__PENDING;
 
   if (nread == 0 && addr == NULL) return; /* nothing more to read now */
+  if (fwx__arena_deferred(s->port, nread)) return; /* read next poll */
   if (nread < 0) {
     if (pending)
       end_recv(s, (int)nread);
