@@ -92,18 +92,19 @@ typedef struct fwx__sendop {
 /* One-shot receives on top of libuv's continuous reading: reading stays armed while
  * receives keep coming; a chunk that arrives with no receive pending is held (one at
  * most) and reading pauses until a receive claims it. */
+/* The stream's data points at its reader, and the functions take the stream: every
+ * accepted connection carries one, so it holds no more than it must. */
 typedef struct fwx__reader {
-  uv_stream_t *stream;     /* its loop's data is the port */
   fwx_op_t *op;            /* the pending receive, or NULL */
-  fwx_buffer_t *chunk;     /* unclaimed bytes */
-  size_t chunk_off;
-  int status;              /* sticky end of stream: UV_EOF or an error; 0 while open */
-  size_t writes;           /* uv_write requests in flight: while any, no try_write, so
+  fwx_buffer_t *chunk;     /* unclaimed bytes (at most FWX__READ_CHUNK) */
+  uint32_t chunk_off;
+  uint32_t writes;         /* uv_write requests in flight: while any, no try_write, so
                               sends complete in the order they were issued */
-  /* A write failed (reset, EPIPE). libuv then leaves later queued writes waiting
-   * until the handle closes, so the owner is told and decides. */
-  void (*write_failed)(struct fwx__reader *r, int status);
+  int status;              /* sticky end of stream: UV_EOF or an error; 0 while open */
   unsigned reading : 1;
+  /* A network socket's: when a write fails (reset, EPIPE) libuv leaves later queued
+   * writes waiting until the handle closes, so the socket is told and decides. */
+  unsigned socket : 1;
 } fwx__reader_t;
 
 struct fwx_port {
@@ -117,7 +118,8 @@ struct fwx_port {
   unsigned finished : 1;
   unsigned deadline_hit : 1;
   uv_timer_t deadline;     /* bounds one run; unref'd, it keeps nothing alive */
-  fwx__link_t sockets, handles, timers, ops; /* open objects, for shutdown */
+  fwx__link_t handles, timers, ops; /* open objects, for shutdown (sockets: the
+                                        loop's handles) */
   struct fwx__arena *arena; /* the block reads go into (arena.c) */
   struct fwx__arena *spare; /* emptied blocks kept for reuse, and how many */
   size_t spares;
@@ -137,9 +139,10 @@ typedef struct fwx__udp_ext {
   unsigned receiving : 1;
 } fwx__udp_ext_t;
 
+/* An accepted connection is one of these (plus its libuv handle inside), so each
+ * field is paid per connection: the port is the loop's data, the open sockets are
+ * found by walking the loop's handles, and rarely used state is allocated apart. */
 struct fwx_socket {
-  fwx__link_t link;
-  fwx_port_t *port;
   int refs;
   fwx_proto_t proto;
   union {
@@ -155,7 +158,6 @@ struct fwx_socket {
    * connection. */
   fwx__udp_ext_t *udp;     /* udp only */
   struct fwx__conn *conn;  /* Accept or Connect */
-  int rcvbuf, sndbuf;      /* options set before the descriptor exists */
   unsigned closed : 1;
   unsigned listening : 1;
   unsigned conn_ready : 1; /* libuv holds a connection no Accept has claimed */
@@ -170,7 +172,12 @@ typedef struct fwx__conn {
   fwx_op_t op;             /* the pending Accept or Connect */
   uv_connect_t req;
   int status;              /* an accept error waiting for the next Accept */
+  int rcvbuf, sndbuf;      /* options set before the descriptor exists */
 } fwx__conn_t;
+
+static inline fwx_port_t *fwx__socket_port(const fwx_socket_t *s) {
+  return s->uv.handle.loop->data;
+}
 
 struct fwx_handle {
   fwx__link_t link;
@@ -223,14 +230,15 @@ void fwx__buffer_fill(fwx_buffer_t *b, const char *p, size_t n);
 int fwx__completion_error(fwx_op_kind_t kind, int status, int *ok);
 
 /* stream.c */
-void fwx__reader_init(fwx__reader_t *r, uv_stream_t *stream);
-int fwx__reader_recv(fwx__reader_t *r, fwx_op_t *op);
-void fwx__reader_cancel(fwx__reader_t *r, int status);
-int fwx__reader_cancel_op(fwx__reader_t *r, fwx_op_t *op);
+void fwx__reader_init(fwx__reader_t *r, uv_stream_t *stream, int socket);
+int fwx__reader_recv(uv_stream_t *stream, fwx_op_t *op);
+void fwx__reader_cancel(uv_stream_t *stream, int status);
+int fwx__reader_cancel_op(uv_stream_t *stream, fwx_op_t *op);
 int fwx__stream_write(uv_stream_t *stream, uv_write_t *req, fwx_op_t *op,
                       const char *data, size_t len);
 
 /* socket.c / udp.c */
+void fwx__socket_write_failed(uv_stream_t *stream, int status);
 int fwx__udp_recv(fwx_socket_t *s, fwx_op_t *op);
 void fwx__udp_cancel(fwx_socket_t *s, int status);
 int fwx__udp_send(fwx_socket_t *s, fwx__sendop_t *so, const char *data, size_t len,

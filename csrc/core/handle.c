@@ -59,7 +59,7 @@ int fwx_handle_hook(fwx_port_t *port, int fd, fwx_handle_t **out) {
       fwx_handle_unref(h);
       return r;
     }
-    fwx__reader_init(&h->reader, &h->uv.stream);
+    fwx__reader_init(&h->reader, &h->uv.stream, 0);
   }
   fwx__list_insert(&port->handles, &h->link);
   *out = h;
@@ -142,7 +142,7 @@ int fwx_handle_read(fwx_handle_t *h, fwx_op_t *op, fwx_buffer_t *buf, int64_t of
   if (r != 0) return r;
   if (!h->is_file && h->reader.op != NULL) return FWX_EBUSY;
   start(h, op, FWX_OP_READ, buf, key);
-  if (!h->is_file) return fwx__reader_recv(&h->reader, op);
+  if (!h->is_file) return fwx__reader_recv(&h->uv.stream, op);
   fwx_buffer_lend(buf);
   start_fs(h, ro, offset);
   b = uv_buf_init(fwx_buffer_data(buf), (unsigned)fwx_buffer_capacity(buf));
@@ -184,7 +184,7 @@ int fwx_handle_write(fwx_handle_t *h, fwx_op_t *op, fwx_buffer_t *buf, int64_t o
  * and reports what it did. 0 means the notification will say 995. */
 int fwx__handle_cancel(fwx_handle_t *h, fwx_op_t *op) {
   fwx__reqop_t *ro = fwx__container_of(op, fwx__reqop_t, op);
-  if (!h->is_file && op->kind == FWX_OP_READ) return fwx__reader_cancel_op(&h->reader, op);
+  if (!h->is_file && op->kind == FWX_OP_READ) return fwx__reader_cancel_op(&h->uv.stream, op);
   if (h->is_file) return uv_cancel((uv_req_t *)&ro->req.fs) == 0 ? 0 : UV_EBUSY;
   return UV_EBUSY;
 }
@@ -204,7 +204,7 @@ int fwx_handle_close(fwx_handle_t *h) {
     if (h->ops == 0) close_fd(h);
     return 0;
   }
-  fwx__reader_cancel(&h->reader, UV_ECANCELED);
+  fwx__reader_cancel(&h->uv.stream, UV_ECANCELED);
   uv_close(&h->uv.handle, close_cb);
   return 0;
 }

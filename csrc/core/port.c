@@ -33,7 +33,6 @@ int fwx_port_new(fwx_port_t **out) {
   uv_unref((uv_handle_t *)&port->deadline);
   port->refs = 1;
   fwx__arena_new_poll(port);
-  fwx__list_init(&port->sockets);
   fwx__list_init(&port->handles);
   fwx__list_init(&port->timers);
   fwx__list_init(&port->ops);

@@ -20,11 +20,12 @@ static void close_now(fwx_socket_t *s, int abortive);
  * that may never come (and a graceful close waits for them): close the handle now,
  * which ends them with 995. Later operations report the error; the Lua object stays
  * open until its owner closes it. */
-static void write_failed(fwx__reader_t *r, int status) {
-  fwx_socket_t *s = fwx__container_of(r, fwx_socket_t, reader);
+void fwx__socket_write_failed(uv_stream_t *stream, int status) {
+  fwx_socket_t *s = fwx__container_of(stream, fwx_socket_t, uv.stream);
+  fwx__reader_t *r = &s->reader;
   if (r->status == 0 || r->status == UV_EOF) r->status = status;
   if (r->writes > 0 || s->close_after_shutdown) {
-    fwx__reader_cancel(r, status);
+    fwx__reader_cancel(stream, status);
     close_now(s, 0);
   }
 }
@@ -46,16 +47,13 @@ int fwx_socket_new(fwx_port_t *port, fwx_proto_t proto, fwx_socket_t **out) {
   } else {
     r = uv_tcp_init(&port->loop, &s->uv.tcp);
     if (r != 0) goto fail;
-    fwx__reader_init(&s->reader, &s->uv.stream);
-    s->reader.write_failed = write_failed;
+    fwx__reader_init(&s->reader, &s->uv.stream, 1);
   }
   /* Nothing can fail past this point. */
-  s->port = port;
   s->proto = proto;
   s->refs = 2; /* the caller and the libuv handle */
   fwx_port_ref(port);
   fwx__op_init(&s->recv_op, port, FWX_OP_RECV);
-  fwx__list_insert(&port->sockets, &s->link);
   *out = s;
   return 0;
 
@@ -71,7 +69,7 @@ void fwx_socket_unref(fwx_socket_t *s) {
   fwx_port_t *port;
   assert(s->refs > 0);
   if (--s->refs > 0) return;
-  port = s->port;
+  port = fwx__socket_port(s);
   free(s->udp);
   free(s->conn);
   free(s);
@@ -100,12 +98,13 @@ static void apply_deferred_opts(fwx_socket_t *s) {
   if (s->has_fd) return;
   if (fwx_socket_fd(s) < 0) return;
   s->has_fd = 1;
-  if (s->rcvbuf > 0) {
-    v = s->rcvbuf;
+  if (s->conn == NULL) return;
+  if (s->conn->rcvbuf > 0) {
+    v = s->conn->rcvbuf;
     uv_recv_buffer_size(&s->uv.handle, &v);
   }
-  if (s->sndbuf > 0) {
-    v = s->sndbuf;
+  if (s->conn->sndbuf > 0) {
+    v = s->conn->sndbuf;
     uv_send_buffer_size(&s->uv.handle, &v);
   }
 }
@@ -128,7 +127,7 @@ static fwx__conn_t *conn_of(fwx_socket_t *s) {
   if (s->conn == NULL) {
     s->conn = calloc(1, sizeof *s->conn);
     if (s->conn == NULL) return NULL;
-    fwx__op_init(&s->conn->op, s->port, FWX_OP_CONNECT);
+    fwx__op_init(&s->conn->op, fwx__socket_port(s), FWX_OP_CONNECT);
   }
   return s->conn;
 }
@@ -157,7 +156,7 @@ static void connection_cb(uv_stream_t *server, int status) {
 
 static void do_accept(fwx_socket_t *s) {
   fwx_socket_t *c;
-  int r = fwx_socket_new(s->port, FWX_TCP, &c);
+  int r = fwx_socket_new(fwx__socket_port(s), FWX_TCP, &c);
   if (r != 0) {
     s->conn_ready = 1; /* libuv still holds it; the next Accept tries again */
     fwx__op_complete(&s->conn->op, r);
@@ -188,7 +187,7 @@ int fwx_socket_listen(fwx_socket_t *s, int backlog) {
 }
 
 static int check_start(fwx_socket_t *s, fwx_op_t *op) {
-  if (s->closed || s->port->closing) return FWX_ECLOSED;
+  if (s->closed || fwx__socket_port(s)->closing) return FWX_ECLOSED;
   if (op->state != FWX__IDLE) return FWX_EBUSY;
   return 0;
 }
@@ -202,7 +201,7 @@ static void start(fwx_socket_t *s, fwx_op_t *op, fwx_op_kind_t kind, uintptr_t k
 int fwx_socket_accept(fwx_socket_t *s, uintptr_t key) {
   fwx__conn_t *conn;
   int r;
-  if (s->closed || s->port->closing) return FWX_ECLOSED;
+  if (s->closed || fwx__socket_port(s)->closing) return FWX_ECLOSED;
   if (!s->listening) return FWX_ESTATE;
   if ((conn = conn_of(s)) == NULL) return UV_ENOMEM;
   r = check_start(s, &conn->op);
@@ -228,7 +227,7 @@ static void connect_cb(uv_connect_t *req, int status) {
 int fwx_socket_connect(fwx_socket_t *s, const struct sockaddr *addr, uintptr_t key) {
   fwx__conn_t *conn;
   int r;
-  if (s->closed || s->port->closing) return FWX_ECLOSED;
+  if (s->closed || fwx__socket_port(s)->closing) return FWX_ECLOSED;
   if (s->listening) return FWX_ESTATE;
   if ((conn = conn_of(s)) == NULL) return UV_ENOMEM;
   r = check_start(s, &conn->op);
@@ -266,15 +265,15 @@ int fwx_socket_recv(fwx_socket_t *s, fwx_buffer_t *buf, uintptr_t key) {
     s->recv_op.buf = buf;
   }
   if (s->proto == FWX_UDP) return fwx__udp_recv(s, &s->recv_op);
-  return fwx__reader_recv(&s->reader, &s->recv_op);
+  return fwx__reader_recv(&s->uv.stream, &s->recv_op);
 }
 
 int fwx_socket_send(fwx_socket_t *s, fwx_buffer_t *buf, const char *data, size_t len,
                     const struct sockaddr *to, int notify, uintptr_t key) {
   fwx__sendop_t *so;
-  if (s->closed || s->port->closing) return FWX_ECLOSED;
+  if (s->closed || fwx__socket_port(s)->closing) return FWX_ECLOSED;
   if (s->listening || (to != NULL && s->proto != FWX_UDP)) return FWX_ESTATE;
-  so = fwx__sendop_alloc(s->port);
+  so = fwx__sendop_alloc(fwx__socket_port(s));
   if (so == NULL) return UV_ENOMEM;
   so->op.notify = (unsigned char)(notify != 0);
   start(s, &so->op, FWX_OP_SEND, key);
@@ -301,7 +300,6 @@ int fwx_socket_send(fwx_socket_t *s, fwx_buffer_t *buf, const char *data, size_t
 static void close_now(fwx_socket_t *s, int abortive) {
   if (s->uv_closing) return;
   s->uv_closing = 1;
-  fwx__list_remove(&s->link);
   if (abortive && s->proto == FWX_TCP && s->has_fd) {
     /* SO_LINGER {1, 0}: close sends RST, as SO_DONTLINGER does for the SDK. */
     struct linger l;
@@ -355,7 +353,7 @@ static int close_socket(fwx_socket_t *s, int abortive, int force) {
   if (s->proto == FWX_UDP)
     fwx__udp_cancel(s, UV_ECANCELED);
   else
-    fwx__reader_cancel(&s->reader, UV_ECANCELED);
+    fwx__reader_cancel(&s->uv.stream, UV_ECANCELED);
   /* Accepts are ours to end; a pending connect and queued writes are ended by libuv
    * with UV_ECANCELED when the handle closes. */
   if (conn_pending(s, FWX_OP_ACCEPT)) fwx__op_complete(&s->conn->op, UV_ECANCELED);
@@ -372,11 +370,25 @@ static int close_socket(fwx_socket_t *s, int abortive, int force) {
 
 int fwx_socket_close(fwx_socket_t *s, int abortive) { return close_socket(s, abortive, 0); }
 
+/* The loop's handles that are network sockets: every UDP handle, and the TCP handles
+ * whose reader says so (hooked sockets are TCP handles too). */
+static fwx_socket_t *socket_of_handle(uv_handle_t *h) {
+  if (h->type == UV_UDP) return fwx__container_of(h, fwx_socket_t, uv.handle);
+  if (h->type == UV_TCP && ((fwx__reader_t *)h->data)->socket)
+    return fwx__container_of(h, fwx_socket_t, uv.handle);
+  return NULL;
+}
+
+static void shutdown_walk_cb(uv_handle_t *h, void *arg) {
+  fwx_socket_t *s = socket_of_handle(h);
+  (void)arg;
+  /* Closing only queues packets and requests a close; no handle goes away during the
+   * walk. */
+  if (s != NULL) close_socket(s, 0, 1);
+}
+
 void fwx__socket_shutdown_all(fwx_port_t *port) {
-  while (!fwx__list_empty(&port->sockets)) {
-    fwx_socket_t *s = fwx__container_of(port->sockets.next, fwx_socket_t, link);
-    close_socket(s, 0, 1);
-  }
+  uv_walk(&port->loop, shutdown_walk_cb, NULL);
 }
 
 int fwx_socket_name(fwx_socket_t *s, int peer, struct sockaddr_storage *out) {
@@ -408,14 +420,16 @@ int fwx_socket_setopt(fwx_socket_t *s, fwx_sockopt_t opt, int value) {
   case FWX_OPT_RCVBUF:
     if (value <= 0) return FWX_EINVAL;
     if (fd < 0) {
-      s->rcvbuf = value;
+      if (conn_of(s) == NULL) return UV_ENOMEM;
+      s->conn->rcvbuf = value;
       return 0;
     }
     return uv_recv_buffer_size(&s->uv.handle, &value);
   case FWX_OPT_SNDBUF:
     if (value <= 0) return FWX_EINVAL;
     if (fd < 0) {
-      s->sndbuf = value;
+      if (conn_of(s) == NULL) return UV_ENOMEM;
+      s->conn->sndbuf = value;
       return 0;
     }
     return uv_send_buffer_size(&s->uv.handle, &value);
@@ -449,8 +463,8 @@ int fwx_socket_getopt(fwx_socket_t *s, fwx_sockopt_t opt, int *value) {
   if (fd < 0) {
     /* No descriptor yet: report what will be applied. */
     if (opt == FWX_OPT_REUSEADDR) *value = s->reuseaddr;
-    else if (opt == FWX_OPT_RCVBUF) *value = s->rcvbuf;
-    else if (opt == FWX_OPT_SNDBUF) *value = s->sndbuf;
+    else if (opt == FWX_OPT_RCVBUF) *value = s->conn != NULL ? s->conn->rcvbuf : 0;
+    else if (opt == FWX_OPT_SNDBUF) *value = s->conn != NULL ? s->conn->sndbuf : 0;
     else return UV_EBADF;
     return 0;
   }

@@ -9,9 +9,9 @@
 
 static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
-void fwx__reader_init(fwx__reader_t *r, uv_stream_t *stream) {
+void fwx__reader_init(fwx__reader_t *r, uv_stream_t *stream, int socket) {
   memset(r, 0, sizeof *r);
-  r->stream = stream;
+  r->socket = socket != 0;
   stream->data = r;
 }
 
@@ -24,22 +24,24 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
     *buf = uv_buf_init(fwx_buffer_data(op->buf), (unsigned)fwx_buffer_capacity(op->buf));
   } else {
     size_t room;
-    char *p = fwx__arena_tail(r->stream->loop->data, &room);
+    char *p = fwx__arena_tail(h->loop->data, &room);
     *buf = uv_buf_init(p, (unsigned)room);
   }
 }
 
-static void pause_reading(fwx__reader_t *r) {
+static void pause_reading(uv_stream_t *stream) {
+  fwx__reader_t *r = stream->data;
   if (r->reading) {
-    uv_read_stop(r->stream);
+    uv_read_stop(stream);
     r->reading = 0;
   }
 }
 
-static int resume_reading(fwx__reader_t *r) {
+static int resume_reading(uv_stream_t *stream) {
+  fwx__reader_t *r = stream->data;
   int rc;
   if (r->reading || r->status != 0) return 0;
-  rc = uv_read_start(r->stream, alloc_cb, read_cb);
+  rc = uv_read_start(stream, alloc_cb, read_cb);
   if (rc == 0) r->reading = 1;
   return rc;
 }
@@ -86,7 +88,7 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   if (fwx__arena_deferred(stream->loop->data, nread)) return; /* read next poll */
   if (nread < 0) {
     r->status = (int)nread;
-    pause_reading(r);
+    pause_reading(stream);
     if (op != NULL) end_recv(r, op, (int)nread);
     return;
   }
@@ -112,10 +114,11 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     fwx__buffer_fill(r->chunk, buf->base, (size_t)nread);
     r->chunk_off = 0;
   }
-  pause_reading(r);
+  pause_reading(stream);
 }
 
-int fwx__reader_recv(fwx__reader_t *r, fwx_op_t *op) {
+int fwx__reader_recv(uv_stream_t *stream, fwx_op_t *op) {
+  fwx__reader_t *r = stream->data;
   int rc;
 
   assert(r->op == NULL);
@@ -129,7 +132,7 @@ int fwx__reader_recv(fwx__reader_t *r, fwx_op_t *op) {
       rc = 0;
     } else {
       rc = fill_recv(op, fwx_buffer_data(r->chunk) + r->chunk_off, avail, &taken);
-      r->chunk_off += taken;
+      r->chunk_off += (uint32_t)taken;
       if (r->chunk_off == fwx_buffer_size(r->chunk)) {
         fwx_buffer_unref(r->chunk);
         r->chunk = NULL;
@@ -137,7 +140,7 @@ int fwx__reader_recv(fwx__reader_t *r, fwx_op_t *op) {
     }
     fwx__op_complete(op, rc);
     if (r->chunk == NULL) {
-      rc = resume_reading(r);
+      rc = resume_reading(stream);
       if (rc != 0) r->status = rc; /* the next receive reports it */
     }
     return 0;
@@ -147,23 +150,25 @@ int fwx__reader_recv(fwx__reader_t *r, fwx_op_t *op) {
     end_recv(r, op, r->status);
     return 0;
   }
-  rc = resume_reading(r);
+  rc = resume_reading(stream);
   if (rc != 0) end_recv(r, op, rc); /* e.g. not connected: a notification, not a raise */
   return 0;
 }
 
-void fwx__reader_cancel(fwx__reader_t *r, int status) {
+void fwx__reader_cancel(uv_stream_t *stream, int status) {
+  fwx__reader_t *r = stream->data;
   if (r->op != NULL) end_recv(r, r->op, status);
   if (r->chunk != NULL) {
     fwx_buffer_unref(r->chunk);
     r->chunk = NULL;
   }
-  pause_reading(r);
+  pause_reading(stream);
   if (r->status == 0) r->status = status;
 }
 
 /* Cancel one receive (an overlapped's), leaving the stream's state as it is. */
-int fwx__reader_cancel_op(fwx__reader_t *r, fwx_op_t *op) {
+int fwx__reader_cancel_op(uv_stream_t *stream, fwx_op_t *op) {
+  fwx__reader_t *r = stream->data;
   if (r->op != op) return UV_ENOENT;
   end_recv(r, op, UV_ECANCELED);
   return 0;
@@ -174,7 +179,7 @@ static void write_cb(uv_write_t *req, int status) {
   fwx__reader_t *r = req->handle->data;
   r->writes--;
   fwx__op_complete(op, status);
-  if (status < 0 && status != UV_ECANCELED && r->write_failed != NULL) r->write_failed(r, status);
+  if (status < 0 && status != UV_ECANCELED && r->socket) fwx__socket_write_failed(req->handle, status);
 }
 
 /* Write data/len (which op->buf holds, or which the caller only lends for this call):

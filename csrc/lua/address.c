@@ -4,22 +4,31 @@
 #include <netinet/in.h>
 #include <string.h>
 
-typedef struct lfwx_address { LFWX_TAG; struct sockaddr_storage ss; } lfwx_address_t;
+/* An IPv4 or IPv6 socket address and nothing more: every accept makes two of these,
+ * so a sockaddr_storage (128 bytes) would more than double their garbage. */
+typedef union lfwx_sockaddr {
+  struct sockaddr sa;
+  struct sockaddr_in in;
+  struct sockaddr_in6 in6;
+} lfwx_sockaddr_t;
+
+typedef struct lfwx_address { LFWX_TAG; lfwx_sockaddr_t ss; } lfwx_address_t;
 
 void lfwx_push_address(lua_State *L, const struct sockaddr *sa) {
   lfwx_address_t *a = lfwx_newobject(L, sizeof *a, LFWX_ADDRESS, 0);
+  memset(&a->ss, 0, sizeof a->ss);
   memcpy(&a->ss, sa, sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                               : sizeof(struct sockaddr_in));
 }
 
 static int port_of(const lfwx_address_t *a) {
-  if (a->ss.ss_family == AF_INET6) return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
+  if (a->ss.sa.sa_family == AF_INET6) return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
   return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
 }
 
 static void ip_of(const lfwx_address_t *a, char *buf, size_t size) {
   buf[0] = '\0';
-  if (a->ss.ss_family == AF_INET6)
+  if (a->ss.sa.sa_family == AF_INET6)
     uv_ip6_name((const struct sockaddr_in6 *)&a->ss, buf, size);
   else
     uv_ip4_name((const struct sockaddr_in *)&a->ss, buf, size);
@@ -35,7 +44,7 @@ static int l_index(lua_State *L) {
   } else if (strcmp(k, "port") == 0) {
     lua_pushinteger(L, port_of(a));
   } else if (strcmp(k, "family") == 0) {
-    lua_pushstring(L, a->ss.ss_family == AF_INET6 ? "inet6" : "inet");
+    lua_pushstring(L, a->ss.sa.sa_family == AF_INET6 ? "inet6" : "inet");
   } else {
     lua_pushnil(L);
   }
@@ -46,7 +55,7 @@ static int l_tostring(lua_State *L) {
   lfwx_address_t *a = lfwx_checkudata(L, 1, LFWX_ADDRESS);
   char ip[64];
   ip_of(a, ip, sizeof ip);
-  if (a->ss.ss_family == AF_INET6)
+  if (a->ss.sa.sa_family == AF_INET6)
     lua_pushfstring(L, "[%s]:%d", ip, port_of(a));
   else
     lua_pushfstring(L, "%s:%d", ip, port_of(a));
@@ -59,7 +68,7 @@ static int l_eq(lua_State *L) {
   char ia[64], ib[64];
   ip_of(a, ia, sizeof ia);
   ip_of(b, ib, sizeof ib);
-  lua_pushboolean(L, a->ss.ss_family == b->ss.ss_family && port_of(a) == port_of(b) &&
+  lua_pushboolean(L, a->ss.sa.sa_family == b->ss.sa.sa_family && port_of(a) == port_of(b) &&
                          strcmp(ia, ib) == 0);
   return 1;
 }
@@ -74,7 +83,7 @@ int lfwx_check_sockaddr(lua_State *L, int host_idx, int port_idx,
   lua_Integer port;
   memset(out, 0, sizeof *out);
   if (a != NULL) {
-    memcpy(out, &a->ss, sizeof *out);
+    memcpy(out, &a->ss, sizeof a->ss);
     if (lua_isnoneornil(L, port_idx)) return 0;
     port = luaL_checkinteger(L, port_idx);
     luaL_argcheck(L, port >= 0 && port <= 65535, port_idx, "port must be 0 to 65535");
