@@ -53,17 +53,21 @@ struct fwx_op {
   } out;
   size_t bytes;
   int status;              /* libuv status */
-  int error;               /* Win32 code decided at completion */
-  unsigned char kind;
-  unsigned char state;
-  unsigned char heap;      /* who frees it after dequeue: 0 its owner, 1 an op and
+  /* Bit fields and a short code keep the record at 64 bytes: every connection embeds
+   * one for its receive. */
+  unsigned short error;    /* Win32 code the operation decided itself (e.g. 234), or 0 */
+  unsigned kind : 5;
+  unsigned state : 2;
+  unsigned heap : 2;       /* who frees it after dequeue: 0 its owner, 1 an op and
                               2 a send record (recycled), 3 a request record (freed) */
-  unsigned char notify;    /* 0: complete silently (a Send with no sink) */
-  unsigned char cancelled; /* ended by cancel/close: report 995 whatever happens */
-  unsigned char last;
-  unsigned char lent;      /* buf was lent read-only (sends) */
-  unsigned char has_address;
+  unsigned notify : 1;     /* 0: complete silently (a Send with no sink) */
+  unsigned cancelled : 1;  /* ended by cancel/close: report 995 whatever happens */
+  unsigned last : 1;
+  unsigned lent : 1;       /* buf was lent read-only (sends) */
+  unsigned has_address : 1;
 };
+/* The last kind must fit in kind's bits. */
+typedef char fwx__op_kind_fits[FWX_OP_LOOKUP < 32 ? 1 : -1];
 
 /* A record with room for any one libuv request; overlapped objects and look-ups. */
 typedef struct fwx__reqop {
