@@ -118,6 +118,7 @@ struct fwx_port {
   size_t pending;          /* started and not yet dequeued (or silently completed) */
   size_t pending_kind[FWX_OP_LOOKUP + 1]; /* the same, by kind: for metrics and tests */
   int refs;
+  void *owner;             /* fwx_port_set_owner */
   unsigned closing : 1;
   unsigned finished : 1;
   unsigned deadline_hit : 1;

@@ -83,6 +83,10 @@ int fwx_port_new(fwx_port_t **out);
 void fwx_port_ref(fwx_port_t *port);
 void fwx_port_unref(fwx_port_t *port);
 uv_loop_t *fwx_port_loop(fwx_port_t *port);
+/* One pointer for the port's owner (a binding keeps its service object there), so
+ * that what hangs off the port can find it without a pointer of its own each. */
+void fwx_port_set_owner(fwx_port_t *port, void *owner);
+void *fwx_port_owner(const fwx_port_t *port);
 /* Run the loop once: block (1) until something completes, or just poll (0).
  * Returns the number of packets queued afterwards. */
 size_t fwx_port_poll(fwx_port_t *port, int block);
@@ -155,6 +159,7 @@ int fwx_socket_new(fwx_port_t *port, fwx_proto_t proto, fwx_socket_t **out);
 void fwx_socket_ref(fwx_socket_t *s);
 void fwx_socket_unref(fwx_socket_t *s);
 fwx_proto_t fwx_socket_proto(const fwx_socket_t *s);
+fwx_port_t *fwx_socket_port(const fwx_socket_t *s);
 int fwx_socket_closed(const fwx_socket_t *s);
 int fwx_socket_bind(fwx_socket_t *s, const struct sockaddr *addr);
 int fwx_socket_listen(fwx_socket_t *s, int backlog);

@@ -78,6 +78,8 @@ void fwx_port_unref(fwx_port_t *port) {
 }
 
 uv_loop_t *fwx_port_loop(fwx_port_t *port) { return &port->loop; }
+void fwx_port_set_owner(fwx_port_t *port, void *owner) { port->owner = owner; }
+void *fwx_port_owner(const fwx_port_t *port) { return port->owner; }
 
 static void deadline_cb(uv_timer_t *t) {
   fwx_port_t *port = fwx__container_of(t, fwx_port_t, deadline);

@@ -45,7 +45,9 @@ typedef struct lfwx_service {
 } lfwx_service_t;
 
 /* A socket's user value is its service's box, which keeps the service alive. */
-typedef struct lfwx_socket { LFWX_TAG; fwx_socket_t *s; lfwx_service_t *sv; } lfwx_socket_t;
+/* A socket box is a tag and the core socket: every connection has one, so its service
+ * is found through the port's owner pointer, not a pointer of its own. */
+typedef struct lfwx_socket { LFWX_TAG; fwx_socket_t *s; } lfwx_socket_t;
 typedef struct lfwx_overlapped { LFWX_TAG; fwx_op_t *op; fwx_port_t *port; } lfwx_overlapped_t;
 typedef struct lfwx_handle { LFWX_TAG; fwx_handle_t *h; } lfwx_handle_t;
 typedef struct lfwx_timer { LFWX_TAG; fwx_timer_t *t; } lfwx_timer_t;

@@ -56,6 +56,7 @@ int lfwx_service_new(lua_State *L) {
   lua_setiuservalue(L, 2, LFWX_UV_OPTIONS);
   r = fwx_port_new(&sv->port);
   if (r != 0) return lfwx_raise(L, r, "service");
+  fwx_port_set_owner(sv->port, sv); /* sockets find their service through it */
   return 1;
 }
 
@@ -107,6 +108,7 @@ static int l_gc(lua_State *L) {
      * without entering Lua. */
     fwx_port_abandon(sv->port);
     sv->closed = 1;
+    fwx_port_set_owner(sv->port, NULL); /* sockets may outlive this memory */
     fwx_port_unref(sv->port);
     sv->port = NULL;
   }
@@ -156,8 +158,7 @@ static int l_create_socket(lua_State *L) {
   box = lfwx_newobject(L, sizeof *box, LFWX_SOCKET, 1);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
-  box->sv = lua_touserdata(L, 1);
-  r = fwx_socket_new(box->sv->port, p == 0 ? FWX_TCP : FWX_UDP, &box->s);
+  r = fwx_socket_new(lfwx_check_service(L, 1)->port, p == 0 ? FWX_TCP : FWX_UDP, &box->s);
   if (r != 0) return lfwx_raise(L, r, "service");
   return 1;
 }

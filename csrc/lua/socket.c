@@ -13,9 +13,14 @@ static lfwx_socket_t *check_box(lua_State *L, int idx) {
 
 static fwx_socket_t *check_socket(lua_State *L, int idx) { return check_box(L, idx)->s; }
 
+/* The service of an open socket (its user value 1 keeps it alive). */
+static lfwx_service_t *service_of(const lfwx_socket_t *box) {
+  return fwx_port_owner(fwx_socket_port(box->s));
+}
+
 /* The socket's service, open, and its anchor table pushed (returned: the index). */
 static lfwx_service_t *open_service(lua_State *L, lfwx_socket_t *box, int *tidx) {
-  lfwx_service_t *sv = box->sv;
+  lfwx_service_t *sv = service_of(box);
   if (sv->closing || sv->closed) luaL_error(L, "service is closed");
   lua_getiuservalue(L, 1, 1);
   *tidx = lfwx_push_anchors(L, lua_gettop(L));
@@ -25,7 +30,6 @@ static lfwx_service_t *open_service(lua_State *L, lfwx_socket_t *box, int *tidx)
 void lfwx_push_socket(lua_State *L, fwx_socket_t *s, int svidx) {
   lfwx_socket_t *box = lfwx_newobject(L, sizeof *box, LFWX_SOCKET, 1);
   box->s = s;
-  box->sv = lua_touserdata(L, svidx);
   lua_pushvalue(L, svidx);
   lua_setiuservalue(L, -2, 1);
 }
@@ -151,7 +155,7 @@ static int do_send(lua_State *L, const struct sockaddr *to, int sink_idx) {
   buf = check_payload(L, 2, &data, &len);
   lfwx_check_sink(L, sink_idx, "CompleteAsyncIO", 1);
   notify = !lua_isnil(L, sink_idx);
-  sv = box->sv;
+  sv = service_of(box);
   if (sv->closing || sv->closed) return luaL_error(L, "service is closed");
   /* A send with no sink anchors nothing: it passes the bytes, of which the core
    * copies what it cannot write at once, so the buffer is free again on return. */
