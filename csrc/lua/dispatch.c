@@ -113,13 +113,16 @@ static const char *kind_name(fwx_op_kind_t kind) {
 }
 
 /* The handler raised: the message (with its traceback) is on top. Hand it to the
- * service's on_error, or print it; either way the port goes on. */
+ * service's on_error, or print it; either way the port goes on. objidx 0: no object. */
 static void report(lua_State *L, int svidx, int objidx, fwx_op_kind_t kind) {
   int msg = lua_gettop(L);
   lua_getiuservalue(L, svidx, LFWX_UV_OPTIONS);
   if (lua_getfield(L, -1, "on_error") == LUA_TFUNCTION) {
     lua_pushvalue(L, msg);
-    lua_pushvalue(L, objidx);
+    if (objidx != 0)
+      lua_pushvalue(L, objidx);
+    else
+      lua_pushnil(L);
     lua_pushstring(L, kind_name(kind));
     if (lua_pcall(L, 3, 0, 0) == LUA_OK) {
       lua_settop(L, msg - 1);
@@ -129,6 +132,10 @@ static void report(lua_State *L, int svidx, int objidx, fwx_op_kind_t kind) {
     lua_pop(L, 2);
   } else {
     lua_pop(L, 1);
+  }
+  if (objidx == 0) {
+    lua_pushnil(L);
+    objidx = lua_gettop(L);
   }
   fprintf(stderr, "fwx: error in %s notification for %s: %s\n", kind_name(kind),
           luaL_tolstring(L, objidx, NULL), lua_tostring(L, msg));
@@ -284,6 +291,20 @@ static int traceback(lua_State *L) {
   return 1;
 }
 
+/* A posted task: its sink and user data are the ring's head entry (ring.c). The stack
+ * is left as the dispatcher keeps it. */
+static void deliver_task(lua_State *L, lfwx_service_t *sv, int svidx, int msgh) {
+  int nargs = 1;
+  lfwx_ring_shift(L, sv, 2);
+  if (lua_type(L, -2) != LUA_TFUNCTION) {
+    lua_getfield(L, -2, "CompleteTask");
+    lua_insert(L, -3); /* the method, then the sink as self, then the user data */
+    nargs = 2;
+  }
+  if (lua_pcall(L, nargs, 0, msgh) != LUA_OK) report(L, svidx, 0, FWX_OP_TASK);
+  if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
+}
+
 /* Run the dispatcher. Normal mode returns on stop(), on Close(), or when nothing is
  * pending; drain mode (Close) goes on until nothing is pending whatever stop says.
  * Each round delivers only what was queued when it began, so a handler that keeps
@@ -293,18 +314,25 @@ int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_
   fwx_completion_t c;
   int tidx, msgh, idle = 0;
 
+  /* What every delivery uses stays on the stack for the whole run: the anchor table and
+   * the traceback handler. */
   lua_getiuservalue(L, svidx, LFWX_UV_ANCHORS);
   tidx = lua_gettop(L);
   lua_pushcfunction(L, traceback);
-  msgh = lua_gettop(L);
+  msgh = tidx + 1;
   if (!drain && timeout >= 0) fwx_port_deadline(port, timeout);
   for (;;) {
     /* Deliver what is queued, including what handlers queue meanwhile, up to a bound:
      * polling for I/O costs a system call, so a chain of posted tasks should not pay
      * one each, but it must not starve the sockets either. */
     size_t n = LFWX_DISPATCH_BATCH;
-    while (n-- > 0 && (drain || (!sv->stop && !sv->closed)) && fwx_port_get(port, &c))
-      deliver(L, sv, svidx, tidx, msgh, &c);
+    while (n-- > 0 && (drain || (!sv->stop && !sv->closed)) && fwx_port_get(port, &c)) {
+      if (c.key == LFWX_RING_KEY)
+        deliver_task(L, sv, svidx, msgh);
+      else
+        deliver(L, sv, svidx, tidx, msgh, &c);
+    }
+    lfwx_ring_sweep(sv); /* let what was delivered be collected */
     if (!drain && (sv->stop || sv->closed)) break;
     if (fwx_port_pending(port) == 0) {
       idle = 1;
