@@ -192,10 +192,11 @@ struct fwx_timer {
   fwx__link_t link;
   fwx_port_t *port;
   int refs;
-  uv_timer_t timer;
+  uv_timer_t timer;        /* unused (never initialised) when due */
   fwx_op_t op;             /* the final notification */
   uint64_t repeat;
   unsigned active : 1;
+  unsigned due : 1;        /* 0 ms one-shot: op was queued when it was set (timer.c) */
 };
 
 /* port.c */
@@ -236,6 +237,7 @@ int fwx__udp_send(fwx_socket_t *s, fwx__sendop_t *so, const char *data, size_t l
 void fwx__handle_shutdown_all(fwx_port_t *port);
 int fwx__handle_cancel(fwx_handle_t *h, fwx_op_t *op);
 void fwx__timer_shutdown_all(fwx_port_t *port);
+void fwx__timer_dequeued(fwx_timer_t *t); /* its last packet left the FIFO */
 void fwx__lookup_shutdown_all(fwx_port_t *port);
 void fwx__socket_shutdown_all(fwx_port_t *port);
 

@@ -185,6 +185,8 @@ int fwx_handle_close(fwx_handle_t *h);
 int fwx_handle_closed(const fwx_handle_t *h);
 
 /* ---- timers (timer.c) and look-ups (lookup.c) ---- */
+/* A timer of 0 ms that does not repeat is due at once: its packet is queued behind what
+ * is queued now, and it stays pending (cancellable, 995) until it is dequeued. */
 int fwx_timer_start(fwx_port_t *port, uint64_t ms, uint64_t repeat_ms, uintptr_t key,
                     fwx_timer_t **out);
 int fwx_timer_cancel(fwx_timer_t *t);     /* 0, or UV_ENOENT if already finished */

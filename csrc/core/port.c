@@ -265,6 +265,7 @@ int fwx_port_get(fwx_port_t *port, fwx_completion_t *out) {
     op->status = UV_ECANCELED;
     op->error = 0;
   }
+  if (op->kind == FWX_OP_TIMER && op->last) fwx__timer_dequeued(op->object);
   out->kind = (fwx_op_kind_t)op->kind;
   out->status = op->status;
   if (op->error != 0) {

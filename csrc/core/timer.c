@@ -1,6 +1,12 @@
 /* timer.c: SetTimer. A one-shot timer ends in one packet; a repeating one queues a
  * packet per period and a final one (995) when cancelled, which is what keeps it
- * pending in the port's count until then. */
+ * pending in the port's count until then.
+ *
+ * A one-shot timer of 0 ms is due at once: its packet is queued when it is set, with no
+ * libuv timer (starting, stopping and closing one cost a loop iteration, with its
+ * epoll_wait, per timer). It is still pending until the packet is dequeued: Cancel()
+ * until then makes that packet the 995, and it is never delivered inside the call
+ * that set it, since only the dequeuer delivers. */
 #include "fwx-int.h"
 
 static void close_cb(uv_handle_t *h) {
@@ -38,25 +44,42 @@ int fwx_timer_start(fwx_port_t *port, uint64_t ms, uint64_t repeat_ms, uintptr_t
   if (port->closing) return FWX_ECLOSED;
   t = calloc(1, sizeof *t);
   if (t == NULL) return UV_ENOMEM;
-  uv_timer_init(&port->loop, &t->timer); /* cannot fail on unix */
   t->port = port;
   fwx_port_ref(port);
-  t->refs = 3; /* the caller, the libuv handle, the final notification */
   t->repeat = repeat_ms;
   t->active = 1;
   fwx__list_insert(&port->timers, &t->link);
-  uv_update_time(&port->loop); /* count from now, not from the loop's last iteration */
   fwx__op_init(&t->op, port, FWX_OP_TIMER);
   fwx__op_start(&t->op, key, t);
-  uv_timer_start(&t->timer, timer_cb, ms, repeat_ms);
+  if (ms == 0 && repeat_ms == 0) {
+    t->due = 1;
+    t->refs = 2; /* the caller, the notification */
+    fwx__op_complete(&t->op, 0);
+  } else {
+    t->refs = 3; /* the caller, the libuv handle, the final notification */
+    uv_timer_init(&port->loop, &t->timer); /* cannot fail on unix */
+    uv_update_time(&port->loop); /* count from now, not from the loop's last iteration */
+    uv_timer_start(&t->timer, timer_cb, ms, repeat_ms);
+  }
   *out = t;
   return 0;
 }
 
 int fwx_timer_cancel(fwx_timer_t *t) {
   if (!t->active) return UV_ENOENT;
+  if (t->due) {
+    /* Its packet is queued already: it stays in its place and says 995. */
+    t->op.status = UV_ECANCELED;
+    fwx__timer_dequeued(t);
+    return 0;
+  }
   finish(t, UV_ECANCELED);
   return 0;
+}
+
+void fwx__timer_dequeued(fwx_timer_t *t) {
+  t->active = 0;
+  fwx__list_remove(&t->link);
 }
 
 int fwx_timer_active(const fwx_timer_t *t) { return t->active; }

@@ -305,6 +305,24 @@ static void deliver_task(lua_State *L, lfwx_service_t *sv, int svidx, int msgh) 
   if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
 }
 
+/* A 0 ms timer: the ring's head entry is the timer, its sink and its user data. */
+static void deliver_due_timer(lua_State *L, lfwx_service_t *sv, int svidx, int msgh,
+                              const fwx_completion_t *c) {
+  int timer = lua_gettop(L) + 1, nargs = 3;
+  lfwx_ring_shift(L, sv, 3);
+  if (lua_type(L, -2) != LUA_TFUNCTION) {
+    lua_getfield(L, -2, "CompleteTimer");
+    lua_rotate(L, -3, 1); /* the method, then the sink as self, then the user data */
+    nargs = 4;
+  }
+  lua_pushboolean(L, c->ok);
+  lua_pushinteger(L, c->error);
+  lua_rotate(L, -3, -1); /* ok, err, user data */
+  if (lua_pcall(L, nargs, 0, msgh) != LUA_OK) report(L, svidx, timer, FWX_OP_TIMER);
+  lua_settop(L, timer - 1);
+  if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
+}
+
 /* Run the dispatcher. Normal mode returns on stop(), on Close(), or when nothing is
  * pending; drain mode (Close) goes on until nothing is pending whatever stop says.
  * Each round delivers only what was queued when it began, so a handler that keeps
@@ -327,10 +345,12 @@ int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_
      * one each, but it must not starve the sockets either. */
     size_t n = LFWX_DISPATCH_BATCH;
     while (n-- > 0 && (drain || (!sv->stop && !sv->closed)) && fwx_port_get(port, &c)) {
-      if (c.key == LFWX_RING_KEY)
+      if (c.key != LFWX_RING_KEY)
+        deliver(L, sv, svidx, tidx, msgh, &c);
+      else if (c.kind == FWX_OP_TASK)
         deliver_task(L, sv, svidx, msgh);
       else
-        deliver(L, sv, svidx, tidx, msgh, &c);
+        deliver_due_timer(L, sv, svidx, msgh, &c);
     }
     lfwx_ring_sweep(sv); /* let what was delivered be collected */
     if (!drain && (sv->stop || sv->closed)) break;

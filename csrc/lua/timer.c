@@ -1,5 +1,6 @@
 /* timer.c: SetTimer and the "fwx.timer" class it returns. A timer is anchored while
- * it is active, so dropping it does not stop it; Cancel() does. */
+ * it is active, so dropping it does not stop it; Cancel() does. A 0 ms one-shot timer's
+ * packet is queued when it is set, so its values go into the ring, as a task's do. */
 #include "lfwx.h"
 
 int lfwx_set_timer(lua_State *L) {
@@ -17,6 +18,16 @@ int lfwx_set_timer(lua_State *L) {
   box = lfwx_newobject(L, sizeof *box, LFWX_TIMER, 1); /* 6 */
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, 6, 1);
+  if (ms == 0 && repeat == 0 && lfwx_ring_reserve(sv, 3)) {
+    /* Due at once (the core queues its packet now): the ring, as a posted task. */
+    r = fwx_timer_start(sv->port, 0, 0, LFWX_RING_KEY, &box->t);
+    if (r != 0) return lfwx_raise(L, r, "service");
+    lua_pushvalue(L, 6);
+    lua_pushvalue(L, 3);
+    lua_pushvalue(L, 4);
+    lfwx_ring_push(L, sv, 3);
+    return 1;
+  }
   t = lfwx_push_anchors(L, 1);
   slot = lfwx_anchor(L, sv, t, 6, 3, 4, 0);
   r = fwx_timer_start(sv->port, (uint64_t)ms, (uint64_t)repeat, (uintptr_t)slot, &box->t);
