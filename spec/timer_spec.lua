@@ -403,6 +403,34 @@ describe("SetTimer", function()
       a:Close(); b:Close()
     end)
 
+    it("is collected once delivered; one that is kept still answers after collections", function()
+      local fw, errors = new_fw()
+      local weak = setmetatable({}, { __mode = "v" })
+      for i = 1, 50 do weak[i] = fw:SetTimer(0, function() end) end
+      local kept = fw:SetTimer(0, function() end)
+      H.run(fw)
+      no_errors(errors)
+      collectgarbage(); collectgarbage()
+      assert.is_nil(next(weak))
+      assert.is_false(kept:IsActive())
+      assert.is_false(kept:Cancel())
+      assert.matches("^fwx.timer %(done", tostring(kept))
+    end)
+
+    it("a service dropped with 0 ms timers queued is collected with them, without calling Lua", function()
+      local called = false
+      local weak = setmetatable({}, { __mode = "v" })
+      do
+        local fw = fwx.new{}
+        for i = 1, 10 do weak[i] = fw:SetTimer(0, function() called = true end) end
+        fw:PostTaskCompletion(function() called = true end)
+        weak.fw = fw
+      end
+      collectgarbage(); collectgarbage(); collectgarbage()
+      assert.is_nil(next(weak))
+      assert.is_false(called)
+    end)
+
     it("dropped, still fires once, its user data kept alive until then", function()
       local fw, errors = new_fw()
       local got

@@ -192,12 +192,18 @@ struct fwx_timer {
   fwx__link_t link;
   fwx_port_t *port;
   int refs;
-  uv_timer_t timer;        /* unused (never initialised) when due */
   fwx_op_t op;             /* the final notification */
   uint64_t repeat;
   unsigned active : 1;
   unsigned due : 1;        /* 0 ms one-shot: op was queued when it was set (timer.c) */
+  unsigned placed : 1;     /* in its owner's memory (fwx_timer_place): no references */
 };
+
+/* A timer that is not due at once runs on a libuv timer. */
+typedef struct fwx__uv_timer {
+  fwx_timer_t t;
+  uv_timer_t timer;
+} fwx__uv_timer_t;
 
 /* port.c */
 void fwx__op_init(fwx_op_t *op, fwx_port_t *port, fwx_op_kind_t kind);

@@ -105,6 +105,20 @@ int main(void) {
     fwx_timer_unref(cancelled);
   }
 
+  /* A placed 0 ms timer lives in the caller's memory, which is free to go once its
+   * packet is dequeued; unref does nothing to it. */
+  {
+    void *mem = malloc(fwx_timer_place_size());
+    fwx_timer_t *placed;
+    CHECK(mem != NULL);
+    CHECK(fwx_timer_place(port, mem, K_TIMER, &placed) == 0);
+    CHECK(fwx_timer_active(placed));
+    CHECK(fwx_port_get(port, &c) == 1 && c.key == K_TIMER && c.ok && c.object == placed);
+    CHECK(!fwx_timer_active(placed) && fwx_timer_cancel(placed) == UV_ENOENT);
+    fwx_timer_unref(placed);
+    free(mem);
+  }
+
   /* Shutdown with a Recv pending on each side: each ends once, with 995. */
   CHECK(fwx_socket_recv(srv, NULL, K_SRV_RECV) == 0);
   CHECK(fwx_port_pending(port) == 2 /* the client's Recv is still armed too */ ||
