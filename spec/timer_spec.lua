@@ -431,6 +431,28 @@ describe("SetTimer", function()
       assert.is_false(called)
     end)
 
+    it("finalizers that post while 0 ms timers are being set do not upset the queue", function()
+      -- Setting a timer allocates its box, which may run finalizers, which here post.
+      local fw, errors = new_fw()
+      local timers, tasks = {}, {}
+      local mt = { __gc = function(o)
+        fw:PostTaskCompletion(function(id) tasks[#tasks + 1] = id end, o.id)
+      end }
+      for i = 1, 1500 do
+        setmetatable({ id = i }, mt) -- garbage at once
+        fw:SetTimer(0, function(ok, err, id) timers[#timers + 1] = id end, i)
+      end
+      collectgarbage(); collectgarbage() -- the finalizers left
+      H.run(fw)
+      no_errors(errors)
+      assert.equal(1500, #timers)
+      for i = 1, 1500 do assert.equal(i, timers[i]) end
+      table.sort(tasks)
+      assert.equal(1500, #tasks)
+      for i = 1, 1500 do assert.equal(i, tasks[i]) end
+      assert.equal(0, fw:anchored())
+    end)
+
     it("dropped, still fires once, its user data kept alive until then", function()
       local fw, errors = new_fw()
       local got

@@ -92,7 +92,8 @@ int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_
 void lfwx_set_debug_gc(int on);
 
 /* ring.c. A start reserves room for its n values (0: none, take the anchor path), then
- * starts the operation, then pushes the n values on top of L's stack (cannot fail). */
+ * starts the operation, then pushes the n values on top of L's stack (cannot fail).
+ * Nothing in between may run Lua: an allocation may run finalizers, which may post. */
 void lfwx_ring_open(lua_State *L, lfwx_service_t *sv, int svidx);
 int lfwx_ring_reserve(lfwx_service_t *sv, int n);
 void lfwx_ring_push(lua_State *L, lfwx_service_t *sv, int n);

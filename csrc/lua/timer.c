@@ -12,22 +12,35 @@
 
 #define DUE_META 1
 
-/* The box of a 0 ms timer, at index 6, its core timer behind it. */
+/* A 0 ms timer: its box at index 6, with its core timer behind it. The ring is reserved
+ * only once the box exists: making it may run finalizers, which may post. */
 static int set_due_timer(lua_State *L, lfwx_service_t *sv) {
   lfwx_timer_t *box = lua_newuserdatauv(L, sizeof *box + fwx_timer_place_size(), 1);
-  int r;
+  int slot, r, t;
   box->tag = &lfwx_class_tags[LFWX_TIMER];
   box->t = NULL;
   lua_rawgeti(L, lua_upvalueindex(LFWX_TIMER), DUE_META);
   lua_setmetatable(L, 6);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, 6, 1);
-  r = fwx_timer_place(sv->port, box + 1, LFWX_RING_KEY, &box->t);
-  if (r != 0) return lfwx_raise(L, r, "service");
-  lua_pushvalue(L, 6);
-  lua_pushvalue(L, 3);
-  lua_pushvalue(L, 4);
-  lfwx_ring_push(L, sv, 3);
+  if (lfwx_ring_reserve(sv, 3)) {
+    r = fwx_timer_place(sv->port, box + 1, LFWX_RING_KEY, &box->t);
+    if (r != 0) return lfwx_raise(L, r, "service");
+    lua_pushvalue(L, 6);
+    lua_pushvalue(L, 3);
+    lua_pushvalue(L, 4);
+    lfwx_ring_push(L, sv, 3);
+    return 1;
+  }
+  /* The ring is full: an anchor slot, as other timers have. */
+  t = lfwx_push_anchors(L, 1);
+  slot = lfwx_anchor(L, sv, t, 6, 3, 4, 0);
+  r = fwx_timer_place(sv->port, box + 1, (uintptr_t)slot, &box->t);
+  if (r != 0) {
+    lfwx_unanchor(L, sv, t, slot);
+    return lfwx_raise(L, r, "service");
+  }
+  lua_settop(L, 6);
   return 1;
 }
 
@@ -43,7 +56,7 @@ int lfwx_set_timer(lua_State *L) {
   lfwx_check_sink(L, 3, "CompleteTimer", 0);
   repeat = luaL_optinteger(L, 5, 0);
   luaL_argcheck(L, repeat >= 0, 5, "repeat must be 0 or more");
-  if (ms == 0 && repeat == 0 && lfwx_ring_reserve(sv, 3)) return set_due_timer(L, sv);
+  if (ms == 0 && repeat == 0) return set_due_timer(L, sv);
   box = lfwx_newobject(L, sizeof *box, LFWX_TIMER, 1); /* 6 */
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, 6, 1);
