@@ -156,6 +156,44 @@ describe("PostTaskCompletion", function()
     end
   end)
 
+  it("errors in a round that mixes tasks, 0 ms timers and I/O are each reported once, as theirs", function()
+    -- Tasks run unprotected inside one protected call per round: a raising task
+    -- unwinds it, and the round must go on from the next packet, every kind included.
+    local reports = {}
+    local fw = H.new{ on_error = function(msg, obj, op) reports[#reports + 1] = { op = op, obj = obj, msg = msg } end }
+    local a = fw:CreateNetworkSocket("udp")
+    local b = fw:CreateNetworkSocket("udp")
+    assert(a:Bind("127.0.0.1", 0)); assert(b:Bind("127.0.0.1", 0))
+    local seen, timers = {}, {}
+    b:Recv(nil, function(ok, err, buf) seen[#seen + 1] = "recv"; error("recv fails") end)
+    a:SendTo("x", "127.0.0.1", b:GetSockName().port)
+    for i = 1, 600 do
+      if i % 3 == 0 then
+        timers[i] = fw:SetTimer(0, function() seen[#seen + 1] = i; if i % 2 == 0 then error("timer " .. i) end end)
+      else
+        fw:PostTaskCompletion(function() seen[#seen + 1] = i; if i % 2 == 0 then error({ task = i }) end end)
+      end
+    end
+    H.run(fw)
+    local numbers, recvs = {}, 0
+    for _, v in ipairs(seen) do
+      if v == "recv" then recvs = recvs + 1 else numbers[#numbers + 1] = v end
+    end
+    assert.equal(1, recvs)
+    assert.equal(600, #numbers)
+    for i = 1, 600 do assert.equal(i, numbers[i]) end
+    local count = { task = 0, timer = 0, Recv = 0 }
+    for _, r in ipairs(reports) do
+      count[r.op] = count[r.op] + 1
+      assert.matches("stack traceback", r.msg)
+      if r.op == "timer" then assert.equal(timers[tonumber(r.msg:match("timer (%d+)"))], r.obj) end
+      if r.op == "task" then assert.is_nil(r.obj); assert.matches("error object is a table value", r.msg) end
+      if r.op == "Recv" then assert.equal(b, r.obj) end
+    end
+    assert.same({ task = 200, timer = 100, Recv = 1 }, count)
+    a:Close(); b:Close()
+  end)
+
   it("passes nil and false user data, and calls a CompleteTask that comes from a metatable", function()
     local fw = H.new()
     local got = {}

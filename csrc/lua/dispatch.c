@@ -291,9 +291,10 @@ static int traceback(lua_State *L) {
   return 1;
 }
 
-/* A posted task: its sink and user data are the ring's head entry (ring.c). The stack
- * is left as the dispatcher keeps it. */
-static void deliver_task(lua_State *L, lfwx_service_t *sv, int svidx, int msgh) {
+/* A posted task: its sink and user data are the ring's head entry (ring.c). It is
+ * called unprotected, from deliver_round, under that function's lua_pcall: a pcall per
+ * task cost a tenth of a chain of tasks. The stack is left as it was. */
+static void call_task(lua_State *L, lfwx_service_t *sv) {
   int nargs = 1;
   lfwx_ring_shift(L, sv, 2);
   if (lua_type(L, -2) != LUA_TFUNCTION) {
@@ -301,7 +302,7 @@ static void deliver_task(lua_State *L, lfwx_service_t *sv, int svidx, int msgh) 
     lua_insert(L, -3); /* the method, then the sink as self, then the user data */
     nargs = 2;
   }
-  if (lua_pcall(L, nargs, 0, msgh) != LUA_OK) report(L, svidx, 0, FWX_OP_TASK);
+  lua_call(L, nargs, 0);
   if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
 }
 
@@ -323,13 +324,55 @@ static void deliver_due_timer(lua_State *L, lfwx_service_t *sv, int svidx, int m
   if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
 }
 
+/* One dispatch round, as far as it has gone. */
+typedef struct round {
+  lfwx_service_t *sv;
+  int drain;
+  size_t left;             /* deliveries this round may still make */
+  int held;                /* c is dequeued and not yet delivered */
+  fwx_op_kind_t kind;      /* what deliver_round delivers, for a report if it raises */
+  fwx_completion_t c;
+} round_t;
+
+static int round_goes_on(const round_t *r) {
+  return r->drain || (!r->sv->stop && !r->sv->closed);
+}
+
+/* Take the next packet of the round into r->c; 0 when the round is over. */
+static int next_packet(round_t *r) {
+  if (r->left == 0 || !round_goes_on(r) || !fwx_port_get(r->sv->port, &r->c)) return 0;
+  r->left--;
+  r->held = 1;
+  return 1;
+}
+
+/* The rest of a round that has come to a posted task, run under lua_pcall by
+ * lfwx_dispatch: 1 the round, 2 the service box, 3 the anchor table, 4 the traceback
+ * handler. Other packets are delivered as anywhere else, each under its own pcall; a task
+ * that raises unwinds to lfwx_dispatch, which reports it and calls this again for
+ * the rest. */
+static int deliver_round(lua_State *L) {
+  round_t *r = lua_touserdata(L, 1);
+  while (r->held || next_packet(r)) {
+    r->held = 0; /* from here on it counts as delivered, whatever the sink does */
+    r->kind = r->c.kind;
+    if (r->c.key != LFWX_RING_KEY)
+      deliver(L, r->sv, 2, 3, 4, &r->c);
+    else if (r->c.kind == FWX_OP_TASK)
+      call_task(L, r->sv);
+    else
+      deliver_due_timer(L, r->sv, 2, 4, &r->c);
+  }
+  return 0;
+}
+
 /* Run the dispatcher. Normal mode returns on stop(), on Close(), or when nothing is
  * pending; drain mode (Close) goes on until nothing is pending whatever stop says.
  * Each round delivers only what was queued when it began, so a handler that keeps
  * posting cannot starve I/O. */
 int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_t timeout) {
   fwx_port_t *port = sv->port;
-  fwx_completion_t c;
+  round_t r;
   int tidx, msgh, idle = 0;
 
   /* What every delivery uses stays on the stack for the whole run: the anchor table and
@@ -338,19 +381,32 @@ int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_
   tidx = lua_gettop(L);
   lua_pushcfunction(L, traceback);
   msgh = tidx + 1;
+  r.sv = sv;
+  r.drain = drain;
   if (!drain && timeout >= 0) fwx_port_deadline(port, timeout);
   for (;;) {
     /* Deliver what is queued, including what handlers queue meanwhile, up to a bound:
      * polling for I/O costs a system call, so a chain of posted tasks should not pay
      * one each, but it must not starve the sockets either. */
-    size_t n = LFWX_DISPATCH_BATCH;
-    while (n-- > 0 && (drain || (!sv->stop && !sv->closed)) && fwx_port_get(port, &c)) {
-      if (c.key != LFWX_RING_KEY)
-        deliver(L, sv, svidx, tidx, msgh, &c);
-      else if (c.kind == FWX_OP_TASK)
-        deliver_task(L, sv, svidx, msgh);
-      else
-        deliver_due_timer(L, sv, svidx, msgh, &c);
+    r.left = LFWX_DISPATCH_BATCH;
+    r.held = 0;
+    while (next_packet(&r)) {
+      if (r.c.key != LFWX_RING_KEY) {
+        r.held = 0;
+        deliver(L, sv, svidx, tidx, msgh, &r.c);
+        continue;
+      }
+      /* A ring packet: the rest of the round goes under one pcall (deliver_round). */
+      do {
+        lua_pushcfunction(L, deliver_round);
+        lua_pushlightuserdata(L, &r);
+        lua_pushvalue(L, svidx);
+        lua_pushvalue(L, tidx);
+        lua_pushvalue(L, msgh);
+        if (lua_pcall(L, 4, 0, msgh) == LUA_OK) break;
+        report(L, svidx, 0, r.kind);
+        if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
+      } while (next_packet(&r));
     }
     lfwx_ring_sweep(sv); /* let what was delivered be collected */
     if (!drain && (sv->stop || sv->closed)) break;
