@@ -107,6 +107,39 @@ describe("PostTaskCompletion", function()
     a:Close(); b:Close()
   end)
 
+  it("objects made for packets that follow a task in its round are whole", function()
+    -- While a chain runs, every round begins with a task, so the accepted socket, the
+    -- received buffer and the sender's address are made inside the round's one pcall.
+    local fw, errors = H.collecting()
+    local ls, port = H.listener(fw)
+    local u1 = fw:CreateNetworkSocket("udp")
+    local u2 = fw:CreateNetworkSocket("udp")
+    assert(u1:Bind("127.0.0.1", 0)); assert(u2:Bind("127.0.0.1", 0))
+    local got = {}
+    ls:Accept(function(ok, err, l, s, remote)
+      got.accepted = s.GetPeerName ~= nil and tostring(remote):match("^127%.0%.0%.1:%d+$") ~= nil
+      s:Close()
+    end)
+    u2:Recv(nil, function(ok, err, buf, ud, from)
+      got.buffer = tostring(buf) == "ping" and #buf == 4 and buf.ReadAt ~= nil
+      got.address = tostring(from) == "127.0.0.1:" .. u1:GetSockName().port
+    end)
+    local chain = 0
+    local function link()
+      chain = chain + 1
+      local done = got.accepted ~= nil and got.buffer ~= nil
+      if not done and chain < 10000000 then fw:PostTaskCompletion(link) end
+    end
+    fw:PostTaskCompletion(link)
+    local c = fw:CreateNetworkSocket("tcp")
+    c:Connect("127.0.0.1", port, function(ok, err, s) s:Close() end)
+    u1:SendTo("ping", "127.0.0.1", u2:GetSockName().port)
+    H.run(fw)
+    H.no_errors(errors)
+    assert.same({ accepted = true, buffer = true, address = true }, got)
+    ls:Close(); u1:Close(); u2:Close()
+  end)
+
   it("Close() during a chain delivers every queued task once; a post from the drain raises", function()
     local fw = H.new()
     local seen, raised = {}, {}

@@ -350,7 +350,8 @@ static int next_packet(round_t *r) {
  * lfwx_dispatch: 1 the round, 2 the service box, 3 the anchor table, 4 the traceback
  * handler. Other packets are delivered as anywhere else, each under its own pcall; a task
  * that raises unwinds to lfwx_dispatch, which reports it and calls this again for
- * the rest. */
+ * the rest. Its upvalues are the class metatables, as every function of the binding
+ * has them: delivering makes objects (buffers, sockets, addresses). */
 static int deliver_round(lua_State *L) {
   round_t *r = lua_touserdata(L, 1);
   while (r->held || next_packet(r)) {
@@ -373,7 +374,7 @@ static int deliver_round(lua_State *L) {
 int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_t timeout) {
   fwx_port_t *port = sv->port;
   round_t r;
-  int tidx, msgh, idle = 0;
+  int tidx, msgh, roundf, i, idle = 0;
 
   /* What every delivery uses stays on the stack for the whole run: the anchor table and
    * the traceback handler. */
@@ -381,6 +382,8 @@ int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_
   tidx = lua_gettop(L);
   lua_pushcfunction(L, traceback);
   msgh = tidx + 1;
+  lua_pushnil(L); /* deliver_round, made at the first ring packet */
+  roundf = tidx + 2;
   r.sv = sv;
   r.drain = drain;
   if (!drain && timeout >= 0) fwx_port_deadline(port, timeout);
@@ -397,8 +400,14 @@ int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_
         continue;
       }
       /* A ring packet: the rest of the round goes under one pcall (deliver_round). */
+      if (lua_isnil(L, roundf)) {
+        /* lfwx_dispatch runs inside a function of the binding, which has the upvalues */
+        for (i = 1; i <= LFWX_NCLASSES; i++) lua_pushvalue(L, lua_upvalueindex(i));
+        lua_pushcclosure(L, deliver_round, LFWX_NCLASSES);
+        lua_replace(L, roundf);
+      }
       do {
-        lua_pushcfunction(L, deliver_round);
+        lua_pushvalue(L, roundf);
         lua_pushlightuserdata(L, &r);
         lua_pushvalue(L, svidx);
         lua_pushvalue(L, tidx);
@@ -418,6 +427,6 @@ int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_
     fwx_port_poll(port, fwx_port_queued(port) == 0);
   }
   if (!drain && timeout >= 0 && !sv->closed) fwx_port_deadline(port, -1);
-  lua_pop(L, 2);
+  lua_pop(L, 3);
   return idle;
 }
