@@ -166,6 +166,37 @@ describe("PostTaskCompletion", function()
     assert.equal(0, fw:anchored())
   end)
 
+  it("a finalizer that closes the service in the middle of a chain: every queued task once, in order", function()
+    local fw = H.new()
+    local seen, closed = {}, false
+    setmetatable({}, { __gc = function() closed = true; fw:Close() end }) -- garbage now
+    local function echo(i) seen[#seen + 1] = "e" .. i end
+    local function link(i)
+      seen[#seen + 1] = "l" .. i
+      if i >= 100000 then return end
+      if not pcall(fw.PostTaskCompletion, fw, echo, i) then return end
+      pcall(fw.PostTaskCompletion, fw, link, i + 1)
+      local junk = {}
+      for k = 1, 50 do junk[k] = {} end -- the collector, and so the finalizer, comes
+    end
+    fw:PostTaskCompletion(link, 1)
+    local idle, why = fw:run()
+    assert.is_false(idle)
+    assert.equal("stopped", why)
+    assert.is_true(closed)
+    -- l1 e1 l2 e2 ... lk ek l(k+1): the drain delivered what was queued, once, in order
+    local k = (#seen - 1) // 2
+    assert.is_true(k >= 1 and k < 99999, "the collector never came")
+    for i = 1, k do
+      assert.equal("l" .. i, seen[2 * i - 1])
+      assert.equal("e" .. i, seen[2 * i])
+    end
+    assert.equal("l" .. (k + 1), seen[2 * k + 1])
+    assert.equal(2 * k + 1, #seen)
+    assert.equal(0, fw:pending())
+    assert.equal(0, fw:anchored())
+  end)
+
   it("an error in one task of a chain goes to on_error with its traceback; the chain goes on", function()
     local reports = {}
     local fw = H.new{ on_error = function(msg, obj, op) reports[#reports + 1] = { msg, obj, op } end }

@@ -291,10 +291,12 @@ static int traceback(lua_State *L) {
   return 1;
 }
 
-/* A posted task: its sink and user data are the ring's head entry (ring.c). It is
- * called unprotected, from deliver_round, under that function's lua_pcall: a pcall per
- * task cost a tenth of a chain of tasks. The stack is left as it was. */
-static void call_task(lua_State *L, lfwx_service_t *sv) {
+/* A posted task: its sink and user data are the ring's head entry (ring.c). Tasks
+ * after the first of a round are called unprotected, from deliver_round, under that
+ * function's one lua_pcall: a pcall per task cost a tenth of a chain of tasks. The stack
+ * is left as it was. */
+static void deliver_task(lua_State *L, lfwx_service_t *sv, int svidx, int msgh,
+                         int protect) {
   int nargs = 1;
   lfwx_ring_shift(L, sv, 2);
   if (lua_type(L, -2) != LUA_TFUNCTION) {
@@ -302,11 +304,15 @@ static void call_task(lua_State *L, lfwx_service_t *sv) {
     lua_insert(L, -3); /* the method, then the sink as self, then the user data */
     nargs = 2;
   }
-  lua_call(L, nargs, 0);
+  if (!protect)
+    lua_call(L, nargs, 0);
+  else if (lua_pcall(L, nargs, 0, msgh) != LUA_OK)
+    report(L, svidx, 0, FWX_OP_TASK);
   if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
 }
 
-/* A 0 ms timer: the ring's head entry is the timer, its sink and its user data. */
+/* A 0 ms timer: the ring's head entry is the timer, its sink and its user data. Always
+ * under its own pcall: a report of its error needs the timer. */
 static void deliver_due_timer(lua_State *L, lfwx_service_t *sv, int svidx, int msgh,
                               const fwx_completion_t *c) {
   int timer = lua_gettop(L) + 1, nargs = 3;
@@ -329,7 +335,6 @@ typedef struct round {
   lfwx_service_t *sv;
   int drain;
   size_t left;             /* deliveries this round may still make */
-  int held;                /* c is dequeued and not yet delivered */
   fwx_op_kind_t kind;      /* what deliver_round delivers, for a report if it raises */
   fwx_completion_t c;
 } round_t;
@@ -338,12 +343,26 @@ static int round_goes_on(const round_t *r) {
   return r->drain || (!r->sv->stop && !r->sv->closed);
 }
 
-/* Take the next packet of the round into r->c; 0 when the round is over. */
+/* Take the next packet of the round into r->c; 0 when the round is over. A ring packet
+ * must have its entry taken before any Lua runs, or a nested dispatcher (a finalizer
+ * may call Close) would take that entry for another packet: its delivery comes next. */
 static int next_packet(round_t *r) {
   if (r->left == 0 || !round_goes_on(r) || !fwx_port_get(r->sv->port, &r->c)) return 0;
   r->left--;
-  r->held = 1;
   return 1;
+}
+
+/* Deliver r->c: svidx the service box, tidx its anchor table, msgh the traceback
+ * handler; protect 0 calls a task unprotected. */
+static void deliver_packet(lua_State *L, round_t *r, int svidx, int tidx, int msgh,
+                           int protect) {
+  r->kind = r->c.kind;
+  if (r->c.key != LFWX_RING_KEY)
+    deliver(L, r->sv, svidx, tidx, msgh, &r->c);
+  else if (r->c.kind == FWX_OP_TASK)
+    deliver_task(L, r->sv, svidx, msgh, protect);
+  else
+    deliver_due_timer(L, r->sv, svidx, msgh, &r->c);
 }
 
 /* The rest of a round that has come to a posted task, run under lua_pcall by
@@ -351,19 +370,11 @@ static int next_packet(round_t *r) {
  * handler. Other packets are delivered as anywhere else, each under its own pcall; a task
  * that raises unwinds to lfwx_dispatch, which reports it and calls this again for
  * the rest. Its upvalues are the class metatables, as every function of the binding
- * has them: delivering makes objects (buffers, sockets, addresses). */
+ * has them: delivering makes objects (buffers, sockets, addresses). One closure per Lua
+ * state, made when the module opens (lfwx_open_dispatch). */
 static int deliver_round(lua_State *L) {
   round_t *r = lua_touserdata(L, 1);
-  while (r->held || next_packet(r)) {
-    r->held = 0; /* from here on it counts as delivered, whatever the sink does */
-    r->kind = r->c.kind;
-    if (r->c.key != LFWX_RING_KEY)
-      deliver(L, r->sv, 2, 3, 4, &r->c);
-    else if (r->c.kind == FWX_OP_TASK)
-      call_task(L, r->sv);
-    else
-      deliver_due_timer(L, r->sv, 2, 4, &r->c);
-  }
+  while (next_packet(r)) deliver_packet(L, r, 2, 3, 4, 0);
   return 0;
 }
 
@@ -374,15 +385,16 @@ static int deliver_round(lua_State *L) {
 int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_t timeout) {
   fwx_port_t *port = sv->port;
   round_t r;
-  int tidx, msgh, roundf, i, idle = 0;
+  int tidx, msgh, roundf, idle = 0;
 
-  /* What every delivery uses stays on the stack for the whole run: the anchor table and
-   * the traceback handler. */
+  /* What every delivery uses stays on the stack for the whole run: the anchor table, the
+   * traceback handler, deliver_round. lfwx_dispatch runs inside a function of the
+   * binding, which has the class metatables as upvalues. */
   lua_getiuservalue(L, svidx, LFWX_UV_ANCHORS);
   tidx = lua_gettop(L);
   lua_pushcfunction(L, traceback);
   msgh = tidx + 1;
-  lua_pushnil(L); /* deliver_round, made at the first ring packet */
+  lua_rawgeti(L, lua_upvalueindex(LFWX_SERVICE), LFWX_SERVICE_META_ROUND);
   roundf = tidx + 2;
   r.sv = sv;
   r.drain = drain;
@@ -392,30 +404,24 @@ int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_
      * polling for I/O costs a system call, so a chain of posted tasks should not pay
      * one each, but it must not starve the sockets either. */
     r.left = LFWX_DISPATCH_BATCH;
-    r.held = 0;
     while (next_packet(&r)) {
-      if (r.c.key != LFWX_RING_KEY) {
-        r.held = 0;
-        deliver(L, sv, svidx, tidx, msgh, &r.c);
-        continue;
-      }
-      /* A ring packet: the rest of the round goes under one pcall (deliver_round). */
-      if (lua_isnil(L, roundf)) {
-        /* lfwx_dispatch runs inside a function of the binding, which has the upvalues */
-        for (i = 1; i <= LFWX_NCLASSES; i++) lua_pushvalue(L, lua_upvalueindex(i));
-        lua_pushcclosure(L, deliver_round, LFWX_NCLASSES);
-        lua_replace(L, roundf);
-      }
-      do {
+      deliver_packet(L, &r, svidx, tidx, msgh, 1);
+      if (r.c.key != LFWX_RING_KEY) continue;
+      /* After a ring packet, the rest of the round goes under one pcall, if there is
+       * a rest. A failure that took no packet (no room to call) ends that. */
+      while (r.left > 0 && round_goes_on(&r) && fwx_port_queued(port) > 0) {
+        size_t left = r.left;
         lua_pushvalue(L, roundf);
         lua_pushlightuserdata(L, &r);
         lua_pushvalue(L, svidx);
         lua_pushvalue(L, tidx);
         lua_pushvalue(L, msgh);
+        r.kind = FWX_OP_NONE;
         if (lua_pcall(L, 4, 0, msgh) == LUA_OK) break;
         report(L, svidx, 0, r.kind);
         if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
-      } while (next_packet(&r));
+        if (r.left == left) break;
+      }
     }
     lfwx_ring_sweep(sv); /* let what was delivered be collected */
     if (!drain && (sv->stop || sv->closed)) break;
@@ -429,4 +435,15 @@ int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_
   if (!drain && timeout >= 0 && !sv->closed) fwx_port_deadline(port, -1);
   lua_pop(L, 3);
   return idle;
+}
+
+/* Keep deliver_round, with its upvalues, in the service metatable. The class metatables
+ * exist by now (fwx.c makes them all first). */
+void lfwx_open_dispatch(lua_State *L) {
+  int i;
+  luaL_getmetatable(L, lfwx_class_names[LFWX_SERVICE]);
+  for (i = 1; i <= LFWX_NCLASSES; i++) luaL_getmetatable(L, lfwx_class_names[i]);
+  lua_pushcclosure(L, deliver_round, LFWX_NCLASSES);
+  lua_rawseti(L, -2, LFWX_SERVICE_META_ROUND);
+  lua_pop(L, 1);
 }

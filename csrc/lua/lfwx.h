@@ -89,6 +89,9 @@ void lfwx_unanchor(lua_State *L, lfwx_service_t *sv, int tidx, int key);
 int lfwx_push_anchors(lua_State *L, int svidx); /* returns its index */
 void lfwx_check_sink(lua_State *L, int idx, const char *method, int optional);
 int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_t timeout);
+/* The dispatcher's own C closure, in the service metatable at this integer key. */
+enum { LFWX_SERVICE_META_ROUND = 1 };
+void lfwx_open_dispatch(lua_State *L);
 void lfwx_set_debug_gc(int on);
 
 /* ring.c. A start reserves room for its n values (0: none, take the anchor path), then

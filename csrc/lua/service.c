@@ -231,5 +231,6 @@ int lfwx_open_service(lua_State *L) {
     {NULL, NULL}
   };
   lfwx_newclass(L, LFWX_SERVICE, methods, meta, NULL);
+  lfwx_open_dispatch(L);
   return 0;
 }
