@@ -5,8 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Every start checks its service: the tag test is done here, not two calls away. */
 lfwx_service_t *lfwx_check_service(lua_State *L, int idx) {
-  return lfwx_checkudata(L, idx, LFWX_SERVICE);
+  lfwx_service_t *sv = lua_touserdata(L, idx);
+  if (sv != NULL && lua_rawlen(L, idx) >= sizeof *sv &&
+      sv->tag == &lfwx_class_tags[LFWX_SERVICE])
+    return sv;
+  return lfwx_checkudata(L, idx, LFWX_SERVICE); /* raises */
 }
 
 static lfwx_service_t *check_open(lua_State *L, int idx) {
@@ -169,7 +174,7 @@ static int l_post(lua_State *L) {
   lfwx_service_t *sv = check_open(L, 1);
   int r, slot;
   if (lua_gettop(L) != 3) lua_settop(L, 3);
-  lfwx_check_sink(L, 2, "CompleteTask", 0);
+  if (lua_type(L, 2) != LUA_TFUNCTION) lfwx_check_sink(L, 2, "CompleteTask", 0);
   if (lfwx_ring_reserve(sv, 2)) {
     r = fwx_port_post(sv->port, LFWX_RING_KEY);
     if (r != 0) return lfwx_raise(L, r, "service");
