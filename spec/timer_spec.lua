@@ -314,6 +314,159 @@ describe("SetTimer", function()
     end)
   end)
 
+  -- A 0 ms one-shot timer is due at once: its packet is queued when it is set (no libuv
+  -- timer), yet it stays pending, and cancellable, until it is delivered.
+  describe("of 0 ms", function()
+    it("can be cancelled until it is delivered: exactly one 995", function()
+      local fw, errors = new_fw()
+      local sink, calls = H.recorder()
+      local late, result, active_before
+      fw:SetTimer(0, function()
+        active_before = late:IsActive()
+        result = late:Cancel()
+      end)
+      late = fw:SetTimer(0, sink, "late")
+      assert.is_true(late:IsActive())
+      H.run(fw)
+      no_errors(errors)
+      assert.is_true(active_before)
+      assert.is_true(result)
+      assert.equal(1, #calls)
+      assert.same({ false, 995, "late", n = 3 }, calls[1])
+      assert.is_false(late:IsActive())
+      assert.is_false(late:Cancel())
+    end)
+
+    it("is inactive in its own sink, where Cancel() returns false", function()
+      local fw, errors = new_fw()
+      local t, seen
+      t = fw:SetTimer(0, function(ok, err)
+        seen = { ok, err, t:IsActive(), t:Cancel() }
+      end)
+      H.run(fw)
+      no_errors(errors)
+      assert.same({ true, 0, false, false }, seen)
+    end)
+
+    it("keeps the order it was set in among posted tasks, past what the ring holds", function()
+      -- 3000 starts: the ring takes 1024 timers (or 1536 tasks), the anchor table the rest
+      local fw, errors = new_fw()
+      local seen = {}
+      local function task(i) seen[#seen + 1] = i end
+      local function timer(ok, err, i) assert.is_true(ok); seen[#seen + 1] = i end
+      for i = 1, 3000 do
+        if i % 3 == 0 then fw:PostTaskCompletion(task, i) else fw:SetTimer(0, timer, i) end
+      end
+      assert.equal(3000, fw:pending())
+      assert.equal(3000, fw:anchored())
+      collectgarbage(); collectgarbage()
+      H.run(fw)
+      no_errors(errors)
+      assert.equal(3000, #seen)
+      for i = 1, 3000 do assert.equal(i, seen[i]) end
+      assert.equal(0, fw:anchored())
+    end)
+
+    it("Close() ends every one still queued with one 995, in order", function()
+      local fw, errors = new_fw()
+      local seen = {}
+      for i = 1, 100 do
+        fw:SetTimer(0, function(ok, err, ud) seen[#seen + 1] = { ok, err, ud } end, i)
+      end
+      fw:Close()
+      no_errors(errors)
+      assert.equal(100, #seen)
+      for i = 1, 100 do assert.same({ false, 995, i }, seen[i]) end
+      assert.equal(0, fw:pending())
+      assert.equal(0, fw:anchored())
+    end)
+
+    it("a chain of them does not starve a socket or a longer timer", function()
+      local fw, errors = new_fw()
+      local a = fw:CreateNetworkSocket("udp")
+      local b = fw:CreateNetworkSocket("udp")
+      assert(a:Bind("127.0.0.1", 0)); assert(b:Bind("127.0.0.1", 0))
+      local received, fired, chain = nil, false, 0
+      b:Recv(nil, function(ok, err, buf) received = tostring(buf) end)
+      fw:SetTimer(1, function() fired = true end)
+      local function link()
+        chain = chain + 1
+        if (received == nil or not fired) and chain < 10000000 then fw:SetTimer(0, link) end
+      end
+      fw:SetTimer(0, link)
+      a:SendTo("ping", "127.0.0.1", b:GetSockName().port)
+      H.run(fw)
+      no_errors(errors)
+      assert.equal("ping", received)
+      assert.is_true(fired)
+      assert.is_true(chain < 10000000, "the chain ran to its bound")
+      a:Close(); b:Close()
+    end)
+
+    it("is collected once delivered; one that is kept still answers after collections", function()
+      local fw, errors = new_fw()
+      local weak = setmetatable({}, { __mode = "v" })
+      for i = 1, 50 do weak[i] = fw:SetTimer(0, function() end) end
+      local kept = fw:SetTimer(0, function() end)
+      H.run(fw)
+      no_errors(errors)
+      collectgarbage(); collectgarbage()
+      assert.is_nil(next(weak))
+      assert.is_false(kept:IsActive())
+      assert.is_false(kept:Cancel())
+      assert.matches("^fwx.timer %(done", tostring(kept))
+    end)
+
+    it("a service dropped with 0 ms timers queued is collected with them, without calling Lua", function()
+      local called = false
+      local weak = setmetatable({}, { __mode = "v" })
+      do
+        local fw = fwx.new{}
+        for i = 1, 10 do weak[i] = fw:SetTimer(0, function() called = true end) end
+        fw:PostTaskCompletion(function() called = true end)
+        weak.fw = fw
+      end
+      collectgarbage(); collectgarbage(); collectgarbage()
+      assert.is_nil(next(weak))
+      assert.is_false(called)
+    end)
+
+    it("finalizers that post while 0 ms timers are being set do not upset the queue", function()
+      -- Setting a timer allocates its box, which may run finalizers, which here post.
+      local fw, errors = new_fw()
+      local timers, tasks = {}, {}
+      local mt = { __gc = function(o)
+        fw:PostTaskCompletion(function(id) tasks[#tasks + 1] = id end, o.id)
+      end }
+      for i = 1, 1500 do
+        setmetatable({ id = i }, mt) -- garbage at once
+        fw:SetTimer(0, function(ok, err, id) timers[#timers + 1] = id end, i)
+      end
+      collectgarbage(); collectgarbage() -- the finalizers left
+      H.run(fw)
+      no_errors(errors)
+      assert.equal(1500, #timers)
+      for i = 1, 1500 do assert.equal(i, timers[i]) end
+      table.sort(tasks)
+      assert.equal(1500, #tasks)
+      for i = 1, 1500 do assert.equal(i, tasks[i]) end
+      assert.equal(0, fw:anchored())
+    end)
+
+    it("dropped, still fires once, its user data kept alive until then", function()
+      local fw, errors = new_fw()
+      local got
+      do
+        fw:SetTimer(0, setmetatable({}, { __index = {
+          CompleteTimer = function(self, ok, err, ud) got = { ok, err, ud.tag } end } }), { tag = "kept" })
+      end
+      collectgarbage(); collectgarbage()
+      H.run(fw)
+      no_errors(errors)
+      assert.same({ true, 0, "kept" }, got)
+    end)
+  end)
+
   describe("collection", function()
     it("dropping the timer object does not stop or lose it", function()
       local fw, errors = new_fw()

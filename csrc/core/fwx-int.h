@@ -206,11 +206,18 @@ struct fwx_timer {
   fwx__link_t link;
   fwx_port_t *port;
   int refs;
-  uv_timer_t timer;
   fwx_op_t op;             /* the final notification */
   uint64_t repeat;
   unsigned active : 1;
+  unsigned due : 1;        /* 0 ms one-shot: op was queued when it was set (timer.c) */
+  unsigned placed : 1;     /* in its owner's memory (fwx_timer_place): no references */
 };
+
+/* A timer that is not due at once runs on a libuv timer. */
+typedef struct fwx__uv_timer {
+  fwx_timer_t t;
+  uv_timer_t timer;
+} fwx__uv_timer_t;
 
 /* port.c */
 void fwx__op_init(fwx_op_t *op, fwx_port_t *port, fwx_op_kind_t kind);
@@ -253,6 +260,7 @@ int fwx__udp_send(fwx_socket_t *s, fwx__sendop_t *so, const char *data, size_t l
 void fwx__handle_shutdown_all(fwx_port_t *port);
 int fwx__handle_cancel(fwx_handle_t *h, fwx_op_t *op);
 void fwx__timer_shutdown_all(fwx_port_t *port);
+void fwx__timer_dequeued(fwx_timer_t *t); /* its last packet left the FIFO */
 void fwx__lookup_shutdown_all(fwx_port_t *port);
 void fwx__socket_shutdown_all(fwx_port_t *port);
 

@@ -190,8 +190,16 @@ int fwx_handle_close(fwx_handle_t *h);
 int fwx_handle_closed(const fwx_handle_t *h);
 
 /* ---- timers (timer.c) and look-ups (lookup.c) ---- */
+/* A timer of 0 ms that does not repeat is due at once: its packet is queued behind what
+ * is queued now, and it stays pending (cancellable, 995) until it is dequeued. */
 int fwx_timer_start(fwx_port_t *port, uint64_t ms, uint64_t repeat_ms, uintptr_t key,
                     fwx_timer_t **out);
+/* A 0 ms one-shot timer in memory its owner provides (fwx_timer_place_size() bytes,
+ * aligned for a pointer), for an owner that allocates objects of its own anyway: no
+ * allocation and no reference to drop. The owner keeps the memory until the timer's
+ * packet is dequeued (or the port is abandoned); fwx_timer_unref does nothing to it. */
+size_t fwx_timer_place_size(void);
+int fwx_timer_place(fwx_port_t *port, void *mem, uintptr_t key, fwx_timer_t **out);
 int fwx_timer_cancel(fwx_timer_t *t);     /* 0, or UV_ENOENT if already finished */
 int fwx_timer_active(const fwx_timer_t *t);
 void fwx_timer_unref(fwx_timer_t *t);

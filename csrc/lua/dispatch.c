@@ -113,13 +113,16 @@ static const char *kind_name(fwx_op_kind_t kind) {
 }
 
 /* The handler raised: the message (with its traceback) is on top. Hand it to the
- * service's on_error, or print it; either way the port goes on. */
+ * service's on_error, or print it; either way the port goes on. objidx 0: no object. */
 static void report(lua_State *L, int svidx, int objidx, fwx_op_kind_t kind) {
   int msg = lua_gettop(L);
   lua_getiuservalue(L, svidx, LFWX_UV_OPTIONS);
   if (lua_getfield(L, -1, "on_error") == LUA_TFUNCTION) {
     lua_pushvalue(L, msg);
-    lua_pushvalue(L, objidx);
+    if (objidx != 0)
+      lua_pushvalue(L, objidx);
+    else
+      lua_pushnil(L);
     lua_pushstring(L, kind_name(kind));
     if (lua_pcall(L, 3, 0, 0) == LUA_OK) {
       lua_settop(L, msg - 1);
@@ -129,6 +132,10 @@ static void report(lua_State *L, int svidx, int objidx, fwx_op_kind_t kind) {
     lua_pop(L, 2);
   } else {
     lua_pop(L, 1);
+  }
+  if (objidx == 0) {
+    lua_pushnil(L);
+    objidx = lua_gettop(L);
   }
   fprintf(stderr, "fwx: error in %s notification for %s: %s\n", kind_name(kind),
           luaL_tolstring(L, objidx, NULL), lua_tostring(L, msg));
@@ -284,27 +291,139 @@ static int traceback(lua_State *L) {
   return 1;
 }
 
+/* A posted task: its sink and user data are the ring's head entry (ring.c). Tasks
+ * after the first of a round are called unprotected, from deliver_round, under that
+ * function's one lua_pcall: a pcall per task cost a tenth of a chain of tasks. The stack
+ * is left as it was. */
+static void deliver_task(lua_State *L, lfwx_service_t *sv, int svidx, int msgh,
+                         int protect) {
+  int nargs = 1;
+  lfwx_ring_shift(L, sv, 2);
+  if (lua_type(L, -2) != LUA_TFUNCTION) {
+    lua_getfield(L, -2, "CompleteTask");
+    lua_insert(L, -3); /* the method, then the sink as self, then the user data */
+    nargs = 2;
+  }
+  if (!protect)
+    lua_call(L, nargs, 0);
+  else if (lua_pcall(L, nargs, 0, msgh) != LUA_OK)
+    report(L, svidx, 0, FWX_OP_TASK);
+  if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
+}
+
+/* A 0 ms timer: the ring's head entry is the timer, its sink and its user data. Always
+ * under its own pcall: a report of its error needs the timer. */
+static void deliver_due_timer(lua_State *L, lfwx_service_t *sv, int svidx, int msgh,
+                              const fwx_completion_t *c) {
+  int timer = lua_gettop(L) + 1, nargs = 3;
+  lfwx_ring_shift(L, sv, 3);
+  if (lua_type(L, -2) != LUA_TFUNCTION) {
+    lua_getfield(L, -2, "CompleteTimer");
+    lua_rotate(L, -3, 1); /* the method, then the sink as self, then the user data */
+    nargs = 4;
+  }
+  lua_pushboolean(L, c->ok);
+  lua_pushinteger(L, c->error);
+  lua_rotate(L, -3, -1); /* ok, err, user data */
+  if (lua_pcall(L, nargs, 0, msgh) != LUA_OK) report(L, svidx, timer, FWX_OP_TIMER);
+  lua_settop(L, timer - 1);
+  if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
+}
+
+/* One dispatch round, as far as it has gone. */
+typedef struct round {
+  lfwx_service_t *sv;
+  int drain;
+  size_t left;             /* deliveries this round may still make */
+  fwx_op_kind_t kind;      /* what deliver_round delivers, for a report if it raises */
+  fwx_completion_t c;
+} round_t;
+
+static int round_goes_on(const round_t *r) {
+  return r->drain || (!r->sv->stop && !r->sv->closed);
+}
+
+/* Take the next packet of the round into r->c; 0 when the round is over. A ring packet
+ * must have its entry taken before any Lua runs, or a nested dispatcher (a finalizer
+ * may call Close) would take that entry for another packet: its delivery comes next. */
+static int next_packet(round_t *r) {
+  if (r->left == 0 || !round_goes_on(r) || !fwx_port_get(r->sv->port, &r->c)) return 0;
+  r->left--;
+  return 1;
+}
+
+/* Deliver r->c: svidx the service box, tidx its anchor table, msgh the traceback
+ * handler; protect 0 calls a task unprotected. */
+static void deliver_packet(lua_State *L, round_t *r, int svidx, int tidx, int msgh,
+                           int protect) {
+  r->kind = r->c.kind;
+  if (r->c.key != LFWX_RING_KEY)
+    deliver(L, r->sv, svidx, tidx, msgh, &r->c);
+  else if (r->c.kind == FWX_OP_TASK)
+    deliver_task(L, r->sv, svidx, msgh, protect);
+  else
+    deliver_due_timer(L, r->sv, svidx, msgh, &r->c);
+}
+
+/* The rest of a round that has come to a posted task, run under lua_pcall by
+ * lfwx_dispatch: 1 the round, 2 the service box, 3 the anchor table, 4 the traceback
+ * handler. Other packets are delivered as anywhere else, each under its own pcall; a task
+ * that raises unwinds to lfwx_dispatch, which reports it and calls this again for
+ * the rest. Its upvalues are the class metatables, as every function of the binding
+ * has them: delivering makes objects (buffers, sockets, addresses). One closure per Lua
+ * state, made when the module opens (lfwx_open_dispatch). */
+static int deliver_round(lua_State *L) {
+  round_t *r = lua_touserdata(L, 1);
+  while (next_packet(r)) deliver_packet(L, r, 2, 3, 4, 0);
+  return 0;
+}
+
 /* Run the dispatcher. Normal mode returns on stop(), on Close(), or when nothing is
  * pending; drain mode (Close) goes on until nothing is pending whatever stop says.
  * Each round delivers only what was queued when it began, so a handler that keeps
  * posting cannot starve I/O. */
 int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_t timeout) {
   fwx_port_t *port = sv->port;
-  fwx_completion_t c;
-  int tidx, msgh, idle = 0;
+  round_t r;
+  int tidx, msgh, roundf, idle = 0;
 
+  /* What every delivery uses stays on the stack for the whole run: the anchor table, the
+   * traceback handler, deliver_round. lfwx_dispatch runs inside a function of the
+   * binding, which has the class metatables as upvalues. */
   lua_getiuservalue(L, svidx, LFWX_UV_ANCHORS);
   tidx = lua_gettop(L);
   lua_pushcfunction(L, traceback);
-  msgh = lua_gettop(L);
+  msgh = tidx + 1;
+  lua_rawgeti(L, lua_upvalueindex(LFWX_SERVICE), LFWX_SERVICE_META_ROUND);
+  roundf = tidx + 2;
+  r.sv = sv;
+  r.drain = drain;
   if (!drain && timeout >= 0) fwx_port_deadline(port, timeout);
   for (;;) {
     /* Deliver what is queued, including what handlers queue meanwhile, up to a bound:
      * polling for I/O costs a system call, so a chain of posted tasks should not pay
      * one each, but it must not starve the sockets either. */
-    size_t n = LFWX_DISPATCH_BATCH;
-    while (n-- > 0 && (drain || (!sv->stop && !sv->closed)) && fwx_port_get(port, &c))
-      deliver(L, sv, svidx, tidx, msgh, &c);
+    r.left = LFWX_DISPATCH_BATCH;
+    while (next_packet(&r)) {
+      deliver_packet(L, &r, svidx, tidx, msgh, 1);
+      if (r.c.key != LFWX_RING_KEY) continue;
+      /* After a ring packet, the rest of the round goes under one pcall, if there is
+       * a rest. A failure that took no packet (no room to call) ends that. */
+      while (r.left > 0 && round_goes_on(&r) && fwx_port_queued(port) > 0) {
+        size_t left = r.left;
+        lua_pushvalue(L, roundf);
+        lua_pushlightuserdata(L, &r);
+        lua_pushvalue(L, svidx);
+        lua_pushvalue(L, tidx);
+        lua_pushvalue(L, msgh);
+        r.kind = FWX_OP_NONE;
+        if (lua_pcall(L, 4, 0, msgh) == LUA_OK) break;
+        report(L, svidx, 0, r.kind);
+        if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
+        if (r.left == left) break;
+      }
+    }
+    lfwx_ring_sweep(sv); /* let what was delivered be collected */
     if (!drain && (sv->stop || sv->closed)) break;
     if (fwx_port_pending(port) == 0) {
       idle = 1;
@@ -314,6 +433,17 @@ int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_
     fwx_port_poll(port, fwx_port_queued(port) == 0);
   }
   if (!drain && timeout >= 0 && !sv->closed) fwx_port_deadline(port, -1);
-  lua_pop(L, 2);
+  lua_pop(L, 3);
   return idle;
+}
+
+/* Keep deliver_round, with its upvalues, in the service metatable. The class metatables
+ * exist by now (fwx.c makes them all first). */
+void lfwx_open_dispatch(lua_State *L) {
+  int i;
+  luaL_getmetatable(L, lfwx_class_names[LFWX_SERVICE]);
+  for (i = 1; i <= LFWX_NCLASSES; i++) luaL_getmetatable(L, lfwx_class_names[i]);
+  lua_pushcclosure(L, deliver_round, LFWX_NCLASSES);
+  lua_rawseti(L, -2, LFWX_SERVICE_META_ROUND);
+  lua_pop(L, 1);
 }

@@ -31,8 +31,16 @@ extern const char lfwx_class_tags[LFWX_NCLASSES + 1];
  * An operation's key is slot << 4 | (a bit per value that is not nil). */
 enum { LFWX_A_WIDTH = 4 };
 
+/* Operations whose packet is queued when they start (posted tasks) keep their values in
+ * a FIFO of their own instead (ring.c): a task the sink and the user data, at most
+ * LFWX_RING_WIDTH values an entry, LFWX_RING_SLOTS values in all (beyond, the anchor
+ * table takes them). Their packets carry the key LFWX_RING_KEY, which no anchor slot
+ * has. */
+enum { LFWX_RING_WIDTH = 3, LFWX_RING_SLOTS = 1024 * LFWX_RING_WIDTH };
+#define LFWX_RING_KEY 0
+
 /* Service user values. */
-enum { LFWX_UV_ANCHORS = 1, LFWX_UV_OPTIONS = 2 };
+enum { LFWX_UV_ANCHORS = 1, LFWX_UV_OPTIONS = 2, LFWX_UV_RING = 3, LFWX_SERVICE_NUV = 3 };
 
 typedef struct lfwx_service {
   LFWX_TAG;
@@ -41,6 +49,10 @@ typedef struct lfwx_service {
   int nfree, capfree;
   int next_slot;           /* slots ever handed out */
   int live_slots;
+  lua_State *ring;         /* ring.c: the stack its values sit on */
+  int ring_head;           /* slots at the bottom already delivered */
+  int ring_top;            /* slots in use, delivered or not */
+  int ring_count;          /* entries not yet delivered */
   int running, stop, closing, closed;
 } lfwx_service_t;
 
@@ -79,7 +91,21 @@ void lfwx_unanchor(lua_State *L, lfwx_service_t *sv, int tidx, int key);
 int lfwx_push_anchors(lua_State *L, int svidx); /* returns its index */
 void lfwx_check_sink(lua_State *L, int idx, const char *method, int optional);
 int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_t timeout);
+/* The dispatcher's own C closure, in the service metatable at this integer key. */
+enum { LFWX_SERVICE_META_ROUND = 1 };
+void lfwx_open_dispatch(lua_State *L);
 void lfwx_set_debug_gc(int on);
+
+/* ring.c. A start reserves room for its n values (0: none, take the anchor path), then
+ * starts the operation, then pushes the n values on top of L's stack (cannot fail).
+ * Nothing in between may run Lua: an allocation may run finalizers, which may post. */
+void lfwx_ring_open(lua_State *L, lfwx_service_t *sv, int svidx);
+int lfwx_ring_reserve(lfwx_service_t *sv, int n);
+void lfwx_ring_push(lua_State *L, lfwx_service_t *sv, int n);
+/* The dispatcher: push the head entry's n values on L and drop it. */
+void lfwx_ring_shift(lua_State *L, lfwx_service_t *sv, int n);
+/* The dispatcher, between rounds: drop delivered slots when that is cheap. */
+void lfwx_ring_sweep(lfwx_service_t *sv);
 
 /* socket.c */
 int lfwx_open_socket(lua_State *L);

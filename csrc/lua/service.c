@@ -1,12 +1,17 @@
 /* service.c: the service (IFWXFirewall): fwx.new{}, run/stop/Close, and the factory
- * methods. The service box carries two user values: the anchor table of pending
- * operations and the options (on_error). */
+ * methods. The service box carries three user values: the anchor table of pending
+ * operations, the options (on_error) and the ring of posted tasks (ring.c). */
 #include "lfwx.h"
 #include <stdlib.h>
 #include <string.h>
 
+/* Every start checks its service: the tag test is done here, not two calls away. */
 lfwx_service_t *lfwx_check_service(lua_State *L, int idx) {
-  return lfwx_checkudata(L, idx, LFWX_SERVICE);
+  lfwx_service_t *sv = lua_touserdata(L, idx);
+  if (sv != NULL && lua_rawlen(L, idx) >= sizeof *sv &&
+      sv->tag == &lfwx_class_tags[LFWX_SERVICE])
+    return sv;
+  return lfwx_checkudata(L, idx, LFWX_SERVICE); /* raises */
 }
 
 static lfwx_service_t *check_open(lua_State *L, int idx) {
@@ -43,7 +48,7 @@ int lfwx_service_new(lua_State *L) {
   int r;
   lua_settop(L, 1);
   if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TTABLE);
-  sv = lfwx_newobject(L, sizeof *sv, LFWX_SERVICE, 2);
+  sv = lfwx_newobject(L, sizeof *sv, LFWX_SERVICE, LFWX_SERVICE_NUV);
   lua_newtable(L);
   lua_setiuservalue(L, 2, LFWX_UV_ANCHORS);
   lua_newtable(L);
@@ -54,6 +59,7 @@ int lfwx_service_new(lua_State *L) {
     lua_setfield(L, -2, "on_error");
   }
   lua_setiuservalue(L, 2, LFWX_UV_OPTIONS);
+  lfwx_ring_open(L, sv, 2);
   r = fwx_port_new(&sv->port);
   if (r != 0) return lfwx_raise(L, r, "service");
   fwx_port_set_owner(sv->port, sv); /* sockets find their service through it */
@@ -144,7 +150,7 @@ static int l_pending(lua_State *L) {
 
 static int l_anchored(lua_State *L) {
   lfwx_service_t *sv = lfwx_check_service(L, 1);
-  lua_pushinteger(L, sv->live_slots);
+  lua_pushinteger(L, sv->live_slots + sv->ring_count);
   return 1;
 }
 
@@ -163,17 +169,23 @@ static int l_create_socket(lua_State *L) {
   return 1;
 }
 
+/* A task's packet is queued at once, so its sink and user data go into the ring; the
+ * anchor table takes them when the ring is full. */
 static int l_post(lua_State *L) {
-  lfwx_service_t *sv;
-  int slot, r, t;
-  lua_settop(L, 3);
-  sv = check_open(L, 1);
-  lfwx_check_sink(L, 2, "CompleteTask", 0);
-  t = lfwx_push_anchors(L, 1);
-  slot = lfwx_anchor(L, sv, t, 0, 2, 3, 0);
+  lfwx_service_t *sv = check_open(L, 1);
+  int r, slot;
+  if (lua_gettop(L) != 3) lua_settop(L, 3);
+  if (lua_type(L, 2) != LUA_TFUNCTION) lfwx_check_sink(L, 2, "CompleteTask", 0);
+  if (lfwx_ring_reserve(sv, 2)) {
+    r = fwx_port_post(sv->port, LFWX_RING_KEY);
+    if (r != 0) return lfwx_raise(L, r, "service");
+    lfwx_ring_push(L, sv, 2);
+    return 0;
+  }
+  slot = lfwx_anchor(L, sv, lfwx_push_anchors(L, 1), 0, 2, 3, 0);
   r = fwx_port_post(sv->port, (uintptr_t)slot);
   if (r != 0) {
-    lfwx_unanchor(L, sv, t, slot);
+    lfwx_unanchor(L, sv, 4, slot);
     return lfwx_raise(L, r, "service");
   }
   return 0;
@@ -225,5 +237,6 @@ int lfwx_open_service(lua_State *L) {
     {NULL, NULL}
   };
   lfwx_newclass(L, LFWX_SERVICE, methods, meta, NULL);
+  lfwx_open_dispatch(L);
   return 0;
 }

@@ -1,6 +1,6 @@
 /* core_test.c: the C core on its own, as a C program that brings its own loop would
  * use it: no Lua. A TCP echo over 127.0.0.1 through fwx_port_wait (the
- * GetQueuedCompletionStatus of the model), posted tasks, a cancelled timer and
+ * GetQueuedCompletionStatus of the model), posted tasks, cancelled timers and
  * shutdown with operations pending. Exit status 0 and "ok" on success. */
 #include "fwx.h"
 #include <stdio.h>
@@ -83,6 +83,41 @@ int main(void) {
   CHECK(c.key == K_TIMER && !c.ok && c.error == 995 && c.last);
   fwx_completion_release(&c);
   fwx_timer_unref(timer);
+
+  /* 0 ms timers are queued at once, behind what is queued, and stay cancellable until
+   * dequeued: a task, a 0 ms timer, another cancelled before the wait, another task. */
+  {
+    fwx_timer_t *due, *cancelled;
+    CHECK(fwx_port_post(port, K_TASK) == 0);
+    CHECK(fwx_timer_start(port, 0, 0, K_TIMER, &due) == 0);
+    CHECK(fwx_timer_start(port, 0, 0, K_TIMER + 1, &cancelled) == 0);
+    CHECK(fwx_port_post(port, K_TASK + 1) == 0);
+    CHECK(fwx_timer_active(due) && fwx_timer_active(cancelled));
+    CHECK(fwx_timer_cancel(cancelled) == 0);
+    CHECK(fwx_timer_cancel(cancelled) == UV_ENOENT);
+    CHECK(fwx_port_get(port, &c) == 1 && c.key == K_TASK);
+    CHECK(fwx_port_get(port, &c) == 1 && c.key == K_TIMER && c.ok && c.error == 0);
+    CHECK(!fwx_timer_active(due) && fwx_timer_cancel(due) == UV_ENOENT);
+    CHECK(fwx_port_get(port, &c) == 1 && c.key == K_TIMER + 1 && !c.ok && c.error == 995);
+    CHECK(fwx_port_get(port, &c) == 1 && c.key == K_TASK + 1);
+    CHECK(fwx_port_get(port, &c) == 0);
+    fwx_timer_unref(due);
+    fwx_timer_unref(cancelled);
+  }
+
+  /* A placed 0 ms timer lives in the caller's memory, which is free to go once its
+   * packet is dequeued; unref does nothing to it. */
+  {
+    void *mem = malloc(fwx_timer_place_size());
+    fwx_timer_t *placed;
+    CHECK(mem != NULL);
+    CHECK(fwx_timer_place(port, mem, K_TIMER, &placed) == 0);
+    CHECK(fwx_timer_active(placed));
+    CHECK(fwx_port_get(port, &c) == 1 && c.key == K_TIMER && c.ok && c.object == placed);
+    CHECK(!fwx_timer_active(placed) && fwx_timer_cancel(placed) == UV_ENOENT);
+    fwx_timer_unref(placed);
+    free(mem);
+  }
 
   /* Shutdown with a Recv pending on each side: each ends once, with 995. */
   CHECK(fwx_socket_recv(srv, NULL, K_SRV_RECV) == 0);
