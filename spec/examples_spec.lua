@@ -1,13 +1,12 @@
 -- The examples people copy, run as they would run them, with real clients.
 local H = require "spec.helper"
 
-local ENV = "LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/?.so;;'"
 
 -- Start an example server in the background on port 0; return its port and a stopper.
 local function start(script)
   local out = os.tmpname()
   local pidfile = os.tmpname()
-  os.execute(("%s timeout 20 lua5.4 %s 0 > %s 2>&1 & echo $! > %s"):format(ENV, script, out, pidfile))
+  os.execute(("timeout 20 env %s %s 0 > %s 2>&1 & echo $! > %s"):format(H.lua_command(), script, out, pidfile))
   local port
   for _ = 1, 100 do
     local f = io.open(out); local text = f:read("*a"); f:close()
@@ -42,7 +41,7 @@ describe("examples", function()
   it("copy.lua copies a file through hooked handles, byte for byte", function()
     local from, to = os.tmpname(), os.tmpname()
     os.execute("head -c 1000003 /dev/urandom > " .. from)
-    local out = H.sh(("%s timeout 20 lua5.4 examples/copy.lua %s %s 2>&1"):format(ENV, from, to))
+    local out = H.sh(("timeout 20 env %s examples/copy.lua %s %s 2>&1"):format(H.lua_command(), from, to))
     local same = os.execute(("cmp -s %s %s"):format(from, to))
     os.remove(from); os.remove(to)
     assert.equal("copied 1000003 bytes\n", out)

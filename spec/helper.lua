@@ -173,6 +173,16 @@ function H.recorder()
   return sink, calls
 end
 
+--- The command that runs a Lua script in a child process with the module under test:
+--- the same paths as this run (so `make asan` children load the sanitized build, with
+--- the runtime preloaded for them too), and under `make tsan` the interpreter that has
+--- the TSan runtime linked in, since a TSan module cannot be loaded by plain lua5.4.
+function H.lua_command()
+  local q = function(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+  return ("LUA_PATH=%s LUA_CPATH=%s %s"):format(q(package.path), q(package.cpath),
+    os.getenv("LUA_RUNNER") or "lua5.4")
+end
+
 --- Shell out (for real clients: nc, curl); returns stdout.
 function H.sh(cmd)
   local p = assert(io.popen(cmd))

@@ -10,15 +10,16 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 export LUA_PATH='lua/?.lua;lua/?/init.lua;./?.lua;;'
 export LUA_CPATH="$cpath/?.so;;"
+export FWX_BUILD_UNDER_TEST="$cpath"
 status=0
 for gc in 0 1; do
   [ "$gc" = 1 ] && echo "== again, with a GC step after every notification (FWX_DEBUG_GC=1)"
   # Each pass is bounded: a hang fails the run instead of stalling CI.
   if [ -n "${LUA_RUNNER:-}" ]; then
     # An interpreter of our own (make tsan): busted runs inside it.
-    FWX_DEBUG_GC=$gc timeout 900 "$LUA_RUNNER" "$(command -v busted)" "$@" spec >"$log" 2>&1 || status=1
+    FWX_DEBUG_GC=$gc timeout 900 "$LUA_RUNNER" "$(command -v busted)" --cpath="$cpath/?.so" "$@" spec >"$log" 2>&1 || status=1
   else
-    FWX_DEBUG_GC=$gc timeout 900 ${BUSTED:-busted} --lua=${LUA:-lua5.4} "$@" spec >"$log" 2>&1 || status=1
+    FWX_DEBUG_GC=$gc timeout 900 ${BUSTED:-busted} --lua=${LUA:-lua5.4} --cpath="$cpath/?.so" "$@" spec >"$log" 2>&1 || status=1
   fi
   cat "$log"
   grep -E '^[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors? / [0-9]+ pending' "$log" | tail -n 1 >>"$log.sum" \
