@@ -50,6 +50,7 @@ struct fwx_op {
     fwx_socket_t *accepted; /* accept */
     struct addrinfo *result; /* look-up */
     char *data;             /* service receive: the bytes, in the port's arena */
+    size_t back;            /* pump: bytes b->a (bytes counts a->b) */
   } out;
   size_t bytes;
   int status;              /* libuv status */
@@ -111,7 +112,7 @@ struct fwx_port {
   fwx_op_t *head, *tail;   /* completion FIFO */
   size_t queued;
   size_t pending;          /* started and not yet dequeued (or silently completed) */
-  size_t pending_kind[FWX_OP_LOOKUP + 1]; /* the same, by kind: for metrics and tests */
+  size_t pending_kind[FWX_OP_LAST + 1]; /* the same, by kind: for metrics and tests */
   int refs;
   unsigned closing : 1;
   unsigned finished : 1;
@@ -153,6 +154,7 @@ struct fwx_socket {
    * connection. */
   fwx__udp_ext_t *udp;     /* udp only */
   struct fwx__conn *conn;  /* Accept or Connect */
+  struct fwx__pump *pump;  /* the pump moving this socket's bytes, or NULL (pump.c) */
   int rcvbuf, sndbuf;      /* options set before the descriptor exists */
   unsigned closed : 1;
   unsigned listening : 1;
@@ -162,6 +164,7 @@ struct fwx_socket {
   unsigned reuseaddr : 1;
   unsigned uv_closing : 1;     /* uv_close called */
   unsigned close_after_shutdown : 1;
+  unsigned connected : 1;      /* accepted, or its connect succeeded: it can be pumped */
 };
 
 typedef struct fwx__conn {
@@ -231,6 +234,9 @@ int fwx__udp_recv(fwx_socket_t *s, fwx_op_t *op);
 void fwx__udp_cancel(fwx_socket_t *s, int status);
 int fwx__udp_send(fwx_socket_t *s, fwx__sendop_t *so, const char *data, size_t len,
                   const struct sockaddr *to);
+
+/* pump.c: closing a pumped socket ends its pump (995) first. */
+void fwx__pump_cancel(struct fwx__pump *p);
 
 /* handle.c / timer.c / lookup.c, for shutdown */
 void fwx__handle_shutdown_all(fwx_port_t *port);

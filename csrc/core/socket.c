@@ -171,6 +171,7 @@ static void do_accept(fwx_socket_t *s) {
     return;
   }
   c->has_fd = 1;
+  c->connected = 1;
   s->conn->op.out.accepted = c; /* the creator's reference goes with the packet */
   fwx__op_complete(&s->conn->op, 0);
 }
@@ -221,7 +222,10 @@ int fwx_socket_accept(fwx_socket_t *s, uintptr_t key) {
 
 static void connect_cb(uv_connect_t *req, int status) {
   fwx_socket_t *s = req->data;
-  if (status == 0) apply_deferred_opts(s);
+  if (status == 0) {
+    apply_deferred_opts(s);
+    s->connected = 1;
+  }
   fwx__op_complete(&s->conn->op, status);
 }
 
@@ -255,6 +259,7 @@ int fwx_socket_recv(fwx_socket_t *s, fwx_buffer_t *buf, uintptr_t key) {
   int r = check_start(s, &s->recv_op);
   if (r != 0) return r;
   if (s->listening) return FWX_ESTATE;
+  if (s->pump != NULL) return FWX_EPUMPING;
   if (buf != NULL) {
     if (fwx_buffer_capacity(buf) == 0) return FWX_EINVAL;
     r = fwx_buffer_writable(buf);
@@ -274,6 +279,7 @@ int fwx_socket_send(fwx_socket_t *s, fwx_buffer_t *buf, const char *data, size_t
   fwx__sendop_t *so;
   if (s->closed || s->port->closing) return FWX_ECLOSED;
   if (s->listening || (to != NULL && s->proto != FWX_UDP)) return FWX_ESTATE;
+  if (s->pump != NULL) return FWX_EPUMPING;
   so = fwx__sendop_alloc(s->port);
   if (so == NULL) return UV_ENOMEM;
   so->op.notify = (unsigned char)(notify != 0);
@@ -339,6 +345,7 @@ static int start_shutdown(fwx_socket_t *s) {
 int fwx_socket_shutdown(fwx_socket_t *s) {
   if (s->closed) return FWX_ECLOSED;
   if (s->proto != FWX_TCP || s->listening) return FWX_ESTATE;
+  if (s->pump != NULL) return FWX_EPUMPING;
   if (s->shut) return 0;
   if (s->uv_closing) return UV_ENOTCONN;
   return start_shutdown(s);
@@ -347,6 +354,7 @@ int fwx_socket_shutdown(fwx_socket_t *s) {
 /* force: the port is shutting down, nothing waits for the peer. */
 static int close_socket(fwx_socket_t *s, int abortive, int force) {
   int broken = s->proto == FWX_TCP && s->reader.status != 0 && s->reader.status != UV_EOF;
+  if (s->pump != NULL) fwx__pump_cancel(s->pump); /* its one 995, before anything closes */
   if (s->closed) {
     if (abortive || force) close_now(s, abortive);
     return 0;
