@@ -729,6 +729,24 @@ describe("fw:Pump", function()
     assert.equal(995, select(2, the_call(st)))
   end)
 
+  it("a service dropped while pumping is collected with its pump: nothing leaks", function()
+    -- Not H.new: nobody closes this service; the collector does (the after-test
+    -- check counts the descriptors, dups and pipes included).
+    local fw = fwx.new{}
+    local up_port = echo_server(fw)
+    local port, st = pump_proxy(fw, up_port)
+    local c = client(fw, port, function(s) s:Send("x") end)
+    for _ = 1, 200 do
+      fw:run(10)
+      if st.started then break end
+    end
+    assert.is_true(st.started)
+    assert.equal(1, fw:pending(true).Pump)
+    fw, st, c = nil, nil, nil
+    collectgarbage()
+    collectgarbage()
+  end)
+
   it("a connection reset before the pump begins is its notification (64), not a raise", function()
     local fw = H.new()
     local up_port = echo_server(fw)

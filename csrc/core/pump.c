@@ -183,7 +183,7 @@ static int open_pipe(fwx__pump_dir_t *dir) {
  * destination took less than offered (its send buffer is full). */
 static ssize_t drain(fwx__pump_t *p, int d) {
   fwx__pump_dir_t *dir = &p->dir[d];
-  int fd = p->fd[1 - d], r;
+  int fd = p->fd[1 - d];
   size_t total = 0, len;
   ssize_t n;
 
@@ -216,8 +216,8 @@ static ssize_t drain(fwx__pump_t *p, int d) {
       goto out;
     }
     if (errno != EINVAL && errno != ENOSYS) return sys_error();
-    r = to_copy(dir); /* this destination cannot be spliced into */
-    if (r < 0) return r;
+    n = to_copy(dir); /* this destination cannot be spliced into */
+    if (n < 0) return n;
   }
 #endif
   if (dir->buf_len > dir->buf_off) {
@@ -232,7 +232,6 @@ static ssize_t drain(fwx__pump_t *p, int d) {
       dir->dst_wait = 1;
   }
 out:
-  (void)r;
   dir->bytes += total;
   return (ssize_t)total;
 }
