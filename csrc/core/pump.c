@@ -564,8 +564,8 @@ int fwx_pump_start(fwx_socket_t *a, fwx_socket_t *b, uintptr_t key) {
   return 0;
 
 fail:
-  /* A poll already made is closed first; its close callback frees the pump. */
-  free(op);
+  /* The environment refused a descriptor (EMFILE): a notification, as an Accept's
+   * would be. A poll already made is closed first; its close callback frees the pump. */
   p->refs = 1;
   for (i = 0; i < 2; i++) {
     if (p->poll[i].data == p) {
@@ -575,5 +575,7 @@ fail:
     if (p->fd[i] >= 0) close(p->fd[i]);
   }
   pump_unref(p);
-  return r;
+  fwx__op_start(op, key, NULL);
+  fwx__op_complete(op, r);
+  return 0;
 }
