@@ -144,6 +144,15 @@ if [ -z "$FWX_MISSING" ] && ! LUA_PATH=$FWX_LUA_PATH LUA_CPATH=$FWX_LUA_CPATH ti
     os.exit(has and 0 or 1)' >/dev/null 2>&1; then
   FWX_AWAIT_MISSING="await style not in the fwx module yet (no fw:spawn)"
 fi
+# The core pump (fw:Pump) behind fwx_pump_proxy.lua.
+FWX_PUMP_MISSING=""
+if [ -z "$FWX_MISSING" ] && ! LUA_PATH=$FWX_LUA_PATH LUA_CPATH=$FWX_LUA_CPATH timeout 10 $LUA -e '
+    local fw = require("fwx").new{}
+    local has = type(fw.Pump) == "function"
+    fw:Close()
+    os.exit(has and 0 or 1)' >/dev/null 2>&1; then
+  FWX_PUMP_MISSING="core pump not in the fwx module yet (no fw:Pump)"
+fi
 
 # ----------------------------------------------------------------- workloads
 # name|group|loadgen or dispatch arguments|description
@@ -167,7 +176,7 @@ WORKLOADS=(
 group_servers() {
   case $1 in
     echo) echo "c luv fwx fwx_await" ;;
-    proxy) echo "c luv fwx_host fwx_host_lua fwx_host_t2" ;;
+    proxy) echo "c luv fwx fwx_pump fwx_host fwx_host_lua fwx_host_t2" ;;
     dispatch) echo "c luv fwx_post fwx_timer" ;;
   esac
 }
@@ -182,6 +191,10 @@ missing_reason() {
     fwx_await)
       if [ -n "$FWX_MISSING" ]; then echo "$FWX_MISSING"; return; fi
       [ -n "$FWX_AWAIT_MISSING" ] && echo "$FWX_AWAIT_MISSING"
+      return ;;
+    fwx_pump)
+      if [ -n "$FWX_MISSING" ]; then echo "$FWX_MISSING"; return; fi
+      [ -n "$FWX_PUMP_MISSING" ] && echo "$FWX_PUMP_MISSING"
       return ;;
     fwx*)
       [ -n "$FWX_MISSING" ] && echo "$FWX_MISSING"
@@ -203,6 +216,8 @@ server_cmd() {
     echo:fwx_await) CMD=("${fwx_env[@]}" bench/fwx_echo_await.lua 0) ;;
     proxy:c) CMD=("$BDIR/c_proxy" 0 127.0.0.1 "$arg") ;;
     proxy:luv) CMD=("$LUA" bench/luv_proxy.lua 0 127.0.0.1 "$arg") ;;
+    proxy:fwx) CMD=("${fwx_env[@]}" bench/fwx_proxy.lua 0 127.0.0.1 "$arg") ;;
+    proxy:fwx_pump) CMD=("${fwx_env[@]}" bench/fwx_pump_proxy.lua 0 127.0.0.1 "$arg") ;;
     upstream:c) CMD=("$BDIR/c_echo" 0) ;;
     upstream:sink) CMD=("$BDIR/loadgen" -t "$SERVER_LIMIT" sink 127.0.0.1 0) ;;
     dispatch:c) CMD=("$BDIR/dispatch_c" "$arg" "$DISPATCH_SECONDS") ;;

@@ -28,11 +28,11 @@ build = {
       sources = {
         "csrc/core/arena.c", "csrc/core/buffer.c", "csrc/core/error.c", "csrc/core/handle.c",
         "csrc/core/lookup.c", "csrc/core/overlapped.c", "csrc/core/port.c",
-        "csrc/core/socket.c", "csrc/core/stream.c", "csrc/core/timer.c",
+        "csrc/core/pump.c", "csrc/core/socket.c", "csrc/core/stream.c", "csrc/core/timer.c",
         "csrc/core/udp.c",
         "csrc/lua/address.c", "csrc/lua/buffer.c", "csrc/lua/dispatch.c",
         "csrc/lua/fwx.c", "csrc/lua/handle.c", "csrc/lua/overlapped.c",
-        "csrc/lua/service.c", "csrc/lua/socket.c", "csrc/lua/timer.c",
+        "csrc/lua/pump.c", "csrc/lua/service.c", "csrc/lua/socket.c", "csrc/lua/timer.c",
       },
       defines = { "_GNU_SOURCE" },
       incdirs = { "csrc/core", "$(LIBUV_INCDIR)" },

@@ -204,6 +204,7 @@ const char *fwx_strerror(int err) {
   case FWX_EINVAL: return "argument out of range";
   case FWX_ELOCKED: return "buffer is lent to a pending operation";
   case FWX_ESTATE: return "operation not valid in this state";
+  case FWX_EPUMPING: return "socket is being pumped";
   default: return uv_strerror(err);
   }
 }

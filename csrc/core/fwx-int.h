@@ -50,6 +50,7 @@ struct fwx_op {
     fwx_socket_t *accepted; /* accept */
     struct addrinfo *result; /* look-up */
     char *data;             /* service receive: the bytes, in the port's arena */
+    size_t back;            /* pump: bytes b->a (bytes counts a->b) */
   } out;
   size_t bytes;
   int status;              /* libuv status */
@@ -67,7 +68,7 @@ struct fwx_op {
   unsigned has_address : 1;
 };
 /* The last kind must fit in kind's bits. */
-typedef char fwx__op_kind_fits[FWX_OP_LOOKUP < 32 ? 1 : -1];
+typedef char fwx__op_kind_fits[FWX_OP_LAST < 32 ? 1 : -1];
 
 /* A record with room for any one libuv request; overlapped objects and look-ups. */
 typedef struct fwx__reqop {
@@ -116,7 +117,7 @@ struct fwx_port {
   fwx_op_t *head, *tail;   /* completion FIFO */
   size_t queued;
   size_t pending;          /* started and not yet dequeued (or silently completed) */
-  size_t pending_kind[FWX_OP_LOOKUP + 1]; /* the same, by kind: for metrics and tests */
+  size_t pending_kind[FWX_OP_LAST + 1]; /* the same, by kind: for metrics and tests */
   int refs;
   void *owner;             /* fwx_port_set_owner */
   unsigned closing : 1;
@@ -162,7 +163,8 @@ struct fwx_socket {
    * accepts, connects or shuts down, does not carry them: idle memory is per
    * connection. */
   fwx__udp_ext_t *udp;     /* udp only */
-  struct fwx__conn *conn;  /* Accept or Connect */
+  struct fwx__conn *conn;  /* Accept or Connect; options before the descriptor; the
+                              pump */
   unsigned closed : 1;
   unsigned listening : 1;
   unsigned conn_ready : 1; /* libuv holds a connection no Accept has claimed */
@@ -171,6 +173,8 @@ struct fwx_socket {
   unsigned reuseaddr : 1;
   unsigned uv_closing : 1;     /* uv_close called */
   unsigned close_after_shutdown : 1;
+  unsigned connected : 1;      /* accepted, or its connect succeeded: it can be pumped */
+  unsigned pumping : 1;        /* conn->pump moves its bytes (pump.c) */
 };
 
 typedef struct fwx__conn {
@@ -178,10 +182,16 @@ typedef struct fwx__conn {
   uv_connect_t req;
   int status;              /* an accept error waiting for the next Accept */
   int rcvbuf, sndbuf;      /* options set before the descriptor exists */
+  struct fwx__pump *pump;  /* while the socket's pumping bit is set */
 } fwx__conn_t;
 
 static inline fwx_port_t *fwx__socket_port(const fwx_socket_t *s) {
   return s->uv.handle.loop->data;
+}
+
+/* The pump moving this socket's bytes, or NULL. */
+static inline struct fwx__pump *fwx__socket_pump(const fwx_socket_t *s) {
+  return s->pumping ? s->conn->pump : NULL;
 }
 
 struct fwx_handle {
@@ -251,10 +261,14 @@ int fwx__stream_write(uv_stream_t *stream, uv_write_t *req, fwx_op_t *op,
 
 /* socket.c / udp.c */
 void fwx__socket_write_failed(uv_stream_t *stream, int status);
+fwx__conn_t *fwx__socket_conn(fwx_socket_t *s); /* made on first use; NULL: no memory */
 int fwx__udp_recv(fwx_socket_t *s, fwx_op_t *op);
 void fwx__udp_cancel(fwx_socket_t *s, int status);
 int fwx__udp_send(fwx_socket_t *s, fwx__sendop_t *so, const char *data, size_t len,
                   const struct sockaddr *to);
+
+/* pump.c: closing a pumped socket ends its pump (995) first. */
+void fwx__pump_cancel(struct fwx__pump *p);
 
 /* handle.c / timer.c / lookup.c, for shutdown */
 void fwx__handle_shutdown_all(fwx_port_t *port);

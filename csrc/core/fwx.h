@@ -27,6 +27,7 @@
 #define FWX_EINVAL    (-10003) /* an argument is out of range */
 #define FWX_ELOCKED   (-10004) /* the buffer is lent to a pending operation */
 #define FWX_ESTATE    (-10005) /* wrong state: not listening, wrong protocol */
+#define FWX_EPUMPING  (-10006) /* the socket is being pumped (fwx_pump_start) */
 
 typedef struct fwx_port fwx_port_t;
 typedef struct fwx_op fwx_op_t;
@@ -46,8 +47,11 @@ typedef enum {
   FWX_OP_WRITE,   /* hooked handle */
   FWX_OP_TASK,
   FWX_OP_TIMER,
-  FWX_OP_LOOKUP
+  FWX_OP_LOOKUP,
+  FWX_OP_PUMP     /* fwx_pump_start: both directions ended, or one failed */
 } fwx_op_kind_t;
+/* The last kind: tables by kind have FWX_OP_LAST + 1 entries. */
+#define FWX_OP_LAST FWX_OP_PUMP
 
 /* One dequeued completion packet. References it carries (buffer, accepted, result)
  * now belong to the caller. */
@@ -56,7 +60,8 @@ typedef struct fwx_completion {
   int ok;                 /* 1 success, 0 failure */
   int error;              /* Win32 code, 0 on success */
   int status;             /* the libuv status behind it (0 or UV_E*) */
-  size_t bytes;           /* bytes transferred */
+  size_t bytes;           /* bytes transferred (pump: from a to b) */
+  size_t bytes_back;      /* pump: bytes from b to a */
   uintptr_t key;          /* the caller's key given at the start */
   void *object;           /* socket, handle or timer the operation ran on, or NULL */
   fwx_op_t *op;           /* the overlapped record (now idle, reusable) */
@@ -205,5 +210,24 @@ int fwx_timer_active(const fwx_timer_t *t);
 void fwx_timer_unref(fwx_timer_t *t);
 int fwx_lookup(fwx_port_t *port, const char *name, uintptr_t key);
 void fwx_lookup_free(struct addrinfo *result);
+
+/* ---- the core pump (pump.c): the SDK's "kernel mode" pumping ---- */
+/* Move bytes both ways between two connected TCP sockets of one port, with no caller
+ * code on the data path and, on Linux, no copy through user space (splice(2)), until
+ * both directions have ended or one fails. An end of stream on one side is passed on
+ * as a shutdown of the other's sending side once what came before it is written; the
+ * other direction goes on. Bytes the socket already holds unclaimed, and sends queued
+ * on it, go first. Then one FWX_OP_PUMP packet: ok, or the error (reset 64, ...); bytes
+ * a->b in .bytes and b->a in .bytes_back. Closing either socket or shutting the port
+ * down ends it with ERROR_OPERATION_ABORTED. While it runs, receives, sends, shutdowns
+ * and other pumps on either socket return FWX_EPUMPING. The sockets stay open after it.
+ * Misuse: FWX_ECLOSED, FWX_EINVAL (the same socket twice, or two ports), FWX_ESTATE
+ * (not a connected TCP socket), FWX_EBUSY (a receive is pending on one of them). */
+int fwx_pump_start(fwx_socket_t *a, fwx_socket_t *b, uintptr_t key);
+int fwx_socket_pumping(const fwx_socket_t *s);
+/* 0: pumps started from now on read and write through a buffer, as where splice(2) is
+ * missing (that path also runs when the kernel refuses to splice a descriptor). For
+ * tests; 1 (the default) restores splice. */
+void fwx_pump_use_splice(int on);
 
 #endif

@@ -103,7 +103,7 @@ int fwx_port_deadline_hit(const fwx_port_t *port) { return port->deadline_hit; }
 size_t fwx_port_queued(const fwx_port_t *port) { return port->queued; }
 size_t fwx_port_pending(const fwx_port_t *port) { return port->pending; }
 size_t fwx_port_pending_kind(const fwx_port_t *port, fwx_op_kind_t kind) {
-  return (unsigned)kind <= FWX_OP_LOOKUP ? port->pending_kind[kind] : 0;
+  return (unsigned)kind <= FWX_OP_LAST ? port->pending_kind[kind] : 0;
 }
 int fwx_port_closing(const fwx_port_t *port) { return port->closing; }
 
@@ -278,6 +278,7 @@ int fwx_port_get(fwx_port_t *port, fwx_completion_t *out) {
   }
   out->ok = ok;
   out->bytes = op->bytes;
+  out->bytes_back = op->kind == FWX_OP_PUMP ? op->out.back : 0;
   out->key = op->key;
   out->object = op->object;
   out->last = op->last;

@@ -124,7 +124,7 @@ int fwx_socket_bind(fwx_socket_t *s, const struct sockaddr *addr) {
 static void do_accept(fwx_socket_t *s);
 
 /* The Accept/Connect record, made on first use. */
-static fwx__conn_t *conn_of(fwx_socket_t *s) {
+fwx__conn_t *fwx__socket_conn(fwx_socket_t *s) {
   if (s->conn == NULL) {
     s->conn = calloc(1, sizeof *s->conn);
     if (s->conn == NULL) return NULL;
@@ -171,6 +171,7 @@ static void do_accept(fwx_socket_t *s) {
     return;
   }
   c->has_fd = 1;
+  c->connected = 1;
   s->conn->op.out.accepted = c; /* the creator's reference goes with the packet */
   fwx__op_complete(&s->conn->op, 0);
 }
@@ -204,7 +205,7 @@ int fwx_socket_accept(fwx_socket_t *s, uintptr_t key) {
   int r;
   if (s->closed || fwx__socket_port(s)->closing) return FWX_ECLOSED;
   if (!s->listening) return FWX_ESTATE;
-  if ((conn = conn_of(s)) == NULL) return UV_ENOMEM;
+  if ((conn = fwx__socket_conn(s)) == NULL) return UV_ENOMEM;
   r = check_start(s, &conn->op);
   if (r != 0) return r;
   start(s, &conn->op, FWX_OP_ACCEPT, key);
@@ -221,7 +222,10 @@ int fwx_socket_accept(fwx_socket_t *s, uintptr_t key) {
 
 static void connect_cb(uv_connect_t *req, int status) {
   fwx_socket_t *s = req->data;
-  if (status == 0) apply_deferred_opts(s);
+  if (status == 0) {
+    apply_deferred_opts(s);
+    s->connected = 1;
+  }
   fwx__op_complete(&s->conn->op, status);
 }
 
@@ -230,7 +234,7 @@ int fwx_socket_connect(fwx_socket_t *s, const struct sockaddr *addr, uintptr_t k
   int r;
   if (s->closed || fwx__socket_port(s)->closing) return FWX_ECLOSED;
   if (s->listening) return FWX_ESTATE;
-  if ((conn = conn_of(s)) == NULL) return UV_ENOMEM;
+  if ((conn = fwx__socket_conn(s)) == NULL) return UV_ENOMEM;
   r = check_start(s, &conn->op);
   if (r != 0) return r;
   start(s, &conn->op, FWX_OP_CONNECT, key);
@@ -255,6 +259,7 @@ int fwx_socket_recv(fwx_socket_t *s, fwx_buffer_t *buf, uintptr_t key) {
   int r = check_start(s, &s->recv_op);
   if (r != 0) return r;
   if (s->listening) return FWX_ESTATE;
+  if (fwx__socket_pump(s) != NULL) return FWX_EPUMPING;
   if (buf != NULL) {
     if (fwx_buffer_capacity(buf) == 0) return FWX_EINVAL;
     r = fwx_buffer_writable(buf);
@@ -274,6 +279,7 @@ int fwx_socket_send(fwx_socket_t *s, fwx_buffer_t *buf, const char *data, size_t
   fwx__sendop_t *so;
   if (s->closed || fwx__socket_port(s)->closing) return FWX_ECLOSED;
   if (s->listening || (to != NULL && s->proto != FWX_UDP)) return FWX_ESTATE;
+  if (fwx__socket_pump(s) != NULL) return FWX_EPUMPING;
   so = fwx__sendop_alloc(fwx__socket_port(s));
   if (so == NULL) return UV_ENOMEM;
   so->op.notify = (unsigned char)(notify != 0);
@@ -338,6 +344,7 @@ static int start_shutdown(fwx_socket_t *s) {
 int fwx_socket_shutdown(fwx_socket_t *s) {
   if (s->closed) return FWX_ECLOSED;
   if (s->proto != FWX_TCP || s->listening) return FWX_ESTATE;
+  if (fwx__socket_pump(s) != NULL) return FWX_EPUMPING;
   if (s->shut) return 0;
   if (s->uv_closing) return UV_ENOTCONN;
   return start_shutdown(s);
@@ -346,6 +353,7 @@ int fwx_socket_shutdown(fwx_socket_t *s) {
 /* force: the port is shutting down, nothing waits for the peer. */
 static int close_socket(fwx_socket_t *s, int abortive, int force) {
   int broken = s->proto == FWX_TCP && s->reader.status != 0 && s->reader.status != UV_EOF;
+  if (fwx__socket_pump(s) != NULL) fwx__pump_cancel(fwx__socket_pump(s)); /* its one 995, before anything closes */
   if (s->closed) {
     if (abortive || force) close_now(s, abortive);
     return 0;
@@ -421,7 +429,7 @@ int fwx_socket_setopt(fwx_socket_t *s, fwx_sockopt_t opt, int value) {
   case FWX_OPT_RCVBUF:
     if (value <= 0) return FWX_EINVAL;
     if (fd < 0) {
-      if (conn_of(s) == NULL) return UV_ENOMEM;
+      if (fwx__socket_conn(s) == NULL) return UV_ENOMEM;
       s->conn->rcvbuf = value;
       return 0;
     }
@@ -429,7 +437,7 @@ int fwx_socket_setopt(fwx_socket_t *s, fwx_sockopt_t opt, int value) {
   case FWX_OPT_SNDBUF:
     if (value <= 0) return FWX_EINVAL;
     if (fd < 0) {
-      if (conn_of(s) == NULL) return UV_ENOMEM;
+      if (fwx__socket_conn(s) == NULL) return UV_ENOMEM;
       s->conn->sndbuf = value;
       return 0;
     }

@@ -93,8 +93,9 @@ void lfwx_check_sink(lua_State *L, int idx, const char *method, int optional) {
                                   method, optional ? ", or nil" : ""));
 }
 
-const char *const lfwx_op_names[FWX_OP_LOOKUP + 1] = {
-  "none", "Accept", "Connect", "Recv", "Send", "Read", "Write", "task", "timer", "GetHostByName"
+const char *const lfwx_op_names[FWX_OP_LAST + 1] = {
+  "none", "Accept", "Connect", "Recv", "Send", "Read", "Write", "task", "timer", "GetHostByName",
+  "Pump"
 };
 
 static const char *method_of(fwx_op_kind_t kind) {
@@ -104,12 +105,13 @@ static const char *method_of(fwx_op_kind_t kind) {
   case FWX_OP_TASK: return "CompleteTask";
   case FWX_OP_TIMER: return "CompleteTimer";
   case FWX_OP_LOOKUP: return "CompleteGetHostByName";
+  case FWX_OP_PUMP: return "CompletePump";
   default: return "CompleteAsyncIO";
   }
 }
 
 static const char *kind_name(fwx_op_kind_t kind) {
-  return (unsigned)kind <= FWX_OP_LOOKUP ? lfwx_op_names[kind] : "?";
+  return (unsigned)kind <= FWX_OP_LAST ? lfwx_op_names[kind] : "?";
 }
 
 /* The handler raised: the message (with its traceback) is on top. Hand it to the
@@ -267,6 +269,14 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
     }
     lua_pushvalue(L, ud);
     nargs += 4;
+    break;
+  case FWX_OP_PUMP: /* obj is socket a, extra socket b (csrc/lua/pump.c) */
+    lua_pushboolean(L, c->ok);
+    lua_pushinteger(L, c->error);
+    lua_pushinteger(L, (lua_Integer)c->bytes);
+    lua_pushinteger(L, (lua_Integer)c->bytes_back);
+    lua_pushvalue(L, ud);
+    nargs += 5;
     break;
   default: /* not a kind the binding starts */
     fwx_completion_release(c);

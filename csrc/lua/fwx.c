@@ -139,6 +139,7 @@ __attribute__((visibility("default"))) int luaopen_fwx_core(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"strerror", l_strerror},
     {"_debug_gc", l_debug_gc},
+    {"_pump_use_splice", lfwx_pump_use_splice},
     {"new", lfwx_service_new},
     {NULL, NULL}
   };

@@ -83,7 +83,7 @@ int lfwx_raise(lua_State *L, int err, const char *what);
 int lfwx_fail(lua_State *L, int err);     /* nil, message, win32 code */
 
 /* dispatch.c */
-extern const char *const lfwx_op_names[FWX_OP_LOOKUP + 1]; /* "Accept", "Recv", "timer" */
+extern const char *const lfwx_op_names[FWX_OP_LAST + 1]; /* "Accept", "Recv", "timer" */
 /* tidx: the service's anchor table on the stack (lfwx_push_anchors). */
 int lfwx_anchor(lua_State *L, lfwx_service_t *sv, int tidx, int obj_idx, int sink_idx,
                 int ud_idx, int extra_idx);
@@ -134,6 +134,10 @@ int lfwx_open_handle(lua_State *L);
 int lfwx_hook(lua_State *L);
 int lfwx_open_timer(lua_State *L);
 int lfwx_set_timer(lua_State *L);
+
+/* pump.c */
+int lfwx_pump(lua_State *L);
+int lfwx_pump_use_splice(lua_State *L);
 
 /* errors.c */
 int lfwx_open_errors(lua_State *L);

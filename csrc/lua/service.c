@@ -139,7 +139,7 @@ static int l_pending(lua_State *L) {
     return 1;
   }
   lua_newtable(L);
-  for (k = FWX_OP_ACCEPT; k <= FWX_OP_LOOKUP && !sv->closed; k++) {
+  for (k = FWX_OP_ACCEPT; k <= FWX_OP_LAST && !sv->closed; k++) {
     size_t n = fwx_port_pending_kind(sv->port, (fwx_op_kind_t)k);
     if (n == 0) continue;
     lua_pushinteger(L, (lua_Integer)n);
@@ -228,6 +228,7 @@ int lfwx_open_service(lua_State *L) {
     {"PostTaskCompletion", l_post},
     {"SetTimer", lfwx_set_timer},
     {"GetHostByName", l_lookup},
+    {"Pump", lfwx_pump},
     {NULL, NULL}
   };
   static const luaL_Reg meta[] = {
@@ -236,7 +237,8 @@ int lfwx_open_service(lua_State *L) {
     {"__tostring", l_tostring},
     {NULL, NULL}
   };
-  lfwx_newclass(L, LFWX_SERVICE, methods, meta, NULL);
+  static const char *const async_ops[] = {"Pump", NULL}; /* fw:pump is the await style's */
+  lfwx_newclass(L, LFWX_SERVICE, methods, meta, async_ops);
   lfwx_open_dispatch(L);
   return 0;
 }
