@@ -456,4 +456,52 @@ describe("tcp sockets", function()
     H.run(fw, 10000)
     assert.equal(size, total)
   end)
+
+  -- Recv(nil) keeps its sink and user data in the socket itself and the socket in the
+  -- service's keep table: attack both ends of that.
+  it("a socket waiting in Recv(nil), its sink and its user data survive collection with only the service holding them", function()
+    local fw = H.new()
+    local weak = setmetatable({}, { __mode = "v" })
+    local got
+    pair(fw, function(server, client)
+      local ud = { tag = "mine" }
+      weak.ud, weak.server = ud, server
+      local function sink(ok, err, b, u)
+        got = { ok = ok, data = tostring(b), tag = u.tag, same = (u == weak.ud) }
+        weak.server:Close()
+        client:Close()
+      end
+      weak.sink = sink
+      server:Recv(nil, sink, ud)
+      server, ud, sink = nil, nil, nil
+      fw:SetTimer(20, function()
+        collectgarbage(); collectgarbage()
+        client:Send("still there")
+      end)
+    end)
+    H.run(fw)
+    assert.same({ ok = true, data = "still there", tag = "mine", same = true }, got)
+  end)
+
+  it("a socket dropped after its Recv(nil) completed is collected and closed", function()
+    local fw = H.new()
+    local weak = setmetatable({}, { __mode = "k" })
+    local peer_saw
+    pair(fw, function(server, client)
+      -- the user data is the socket itself: the socket keeps it after the delivery
+      server:Recv(nil, function(ok, err, b, s)
+        weak[s] = true
+      end, server)
+      client:Send("x")
+      client:Recv(nil, function(ok, err, b)
+        peer_saw = ok and #b -- 0: the server side was closed by its collector
+        client:Close()
+      end)
+      fw:SetTimer(30, function() collectgarbage(); collectgarbage() end)
+      server = nil
+    end)
+    H.run(fw)
+    assert.equal(0, peer_saw)
+    assert.is_nil(next(weak))
+  end)
 end)

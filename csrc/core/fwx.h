@@ -165,6 +165,7 @@ void fwx_socket_ref(fwx_socket_t *s);
 void fwx_socket_unref(fwx_socket_t *s);
 fwx_proto_t fwx_socket_proto(const fwx_socket_t *s);
 fwx_port_t *fwx_socket_port(const fwx_socket_t *s);
+int fwx_socket_receiving(const fwx_socket_t *s); /* a Recv is pending or queued */
 int fwx_socket_closed(const fwx_socket_t *s);
 int fwx_socket_bind(fwx_socket_t *s, const struct sockaddr *addr);
 int fwx_socket_listen(fwx_socket_t *s, int backlog);

@@ -78,6 +78,7 @@ void fwx_socket_unref(fwx_socket_t *s) {
 
 fwx_proto_t fwx_socket_proto(const fwx_socket_t *s) { return s->proto; }
 fwx_port_t *fwx_socket_port(const fwx_socket_t *s) { return fwx__socket_port(s); }
+int fwx_socket_receiving(const fwx_socket_t *s) { return s->recv_op.state != FWX__IDLE; }
 int fwx_socket_closed(const fwx_socket_t *s) { return s->closed; }
 
 int fwx_socket_fd(fwx_socket_t *s) {

@@ -27,22 +27,32 @@ int lfwx_push_anchors(lua_State *L, int svidx) {
  * table at tidx and return the operation's key: the slot, shifted, with a bit per
  * value that is not nil, so that only those are stored, fetched and cleared (fresh
  * slots are all nil). */
+int lfwx_slot_take(lua_State *L, lfwx_slots_t *slots) {
+  if (slots->nfree > 0) {
+    slots->live++;
+    return slots->free[--slots->nfree];
+  }
+  /* Grow the free list now, so that giving a slot back can never fail. */
+  if (slots->next + 1 > slots->cap) {
+    int cap = slots->cap ? slots->cap * 2 : 64;
+    int *p = realloc(slots->free, sizeof *p * (size_t)cap);
+    if (p == NULL) return luaL_error(L, "not enough memory");
+    slots->free = p;
+    slots->cap = cap;
+  }
+  slots->live++;
+  return ++slots->next;
+}
+
+void lfwx_slot_give(lfwx_slots_t *slots, int slot) {
+  slots->free[slots->nfree++] = slot;
+  slots->live--;
+}
+
 int lfwx_anchor(lua_State *L, lfwx_service_t *sv, int tidx, int obj_idx, int sink_idx,
                 int ud_idx, int extra_idx) {
   int slot, base, i, mask = 0, idx[LFWX_A_WIDTH];
-  if (sv->nfree > 0) {
-    slot = sv->free_slots[--sv->nfree];
-  } else {
-    /* Grow the free list now, so that freeing a slot later can never fail. */
-    if (sv->next_slot + 1 > sv->capfree) {
-      int cap = sv->capfree ? sv->capfree * 2 : 64;
-      int *p = realloc(sv->free_slots, sizeof *p * (size_t)cap);
-      if (p == NULL) return luaL_error(L, "not enough memory");
-      sv->free_slots = p;
-      sv->capfree = cap;
-    }
-    slot = ++sv->next_slot;
-  }
+  slot = lfwx_slot_take(L, &sv->anchors);
   idx[0] = sink_idx;
   idx[1] = ud_idx;
   idx[2] = obj_idx;
@@ -55,7 +65,6 @@ int lfwx_anchor(lua_State *L, lfwx_service_t *sv, int tidx, int obj_idx, int sin
     lua_rawseti(L, tidx, base + i + 1);
     mask |= 1 << i;
   }
-  sv->live_slots++;
   return slot << LFWX_A_WIDTH | mask;
 }
 
@@ -66,8 +75,7 @@ static void clear_slot(lua_State *L, lfwx_service_t *sv, int tidx, int key) {
     lua_pushnil(L);
     lua_rawseti(L, tidx, base + i + 1);
   }
-  sv->free_slots[sv->nfree++] = slot;
-  sv->live_slots--;
+  lfwx_slot_give(&sv->anchors, slot);
 }
 
 /* Undo lfwx_anchor for an operation that did not start. */
@@ -173,13 +181,31 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
   int nargs, i;
   fwx_op_kind_t kind = c->kind;
 
-  for (i = 0; i < LFWX_A_WIDTH; i++) {
-    if (key & (1 << i))
-      lua_rawgeti(L, tidx, base + i + 1);
-    else
-      lua_pushnil(L);
+  if (LFWX_KEY_IS_KEPT(key)) {
+    /* A socket's own receive: the socket from the keep table, sink and user data from
+     * it. They stay in the socket until its next receive: a socket holds at most one
+     * of each, and not clearing them is two table writes less per message. */
+    int slot = key >> LFWX_A_WIDTH;
+    lua_getiuservalue(L, svidx, LFWX_UV_KEEP);
+    lua_rawgeti(L, top + 1, slot);
+    lua_pushnil(L);
+    lua_rawseti(L, top + 1, slot);
+    lfwx_slot_give(&sv->kept, slot);
+    lua_getiuservalue(L, top + 2, LFWX_SOCKET_UV_SINK);
+    lua_getiuservalue(L, top + 2, LFWX_SOCKET_UV_UD); /* keep, socket, sink, ud */
+    lua_rotate(L, top + 1, 2);                          /* sink, ud, keep, socket */
+    lua_copy(L, top + 4, top + 3);                      /* sink, ud, socket, socket */
+    lua_pushnil(L);
+    lua_replace(L, top + 4);                            /* sink, ud, socket, nil */
+  } else {
+    for (i = 0; i < LFWX_A_WIDTH; i++) {
+      if (key & (1 << i))
+        lua_rawgeti(L, tidx, base + i + 1);
+      else
+        lua_pushnil(L);
+    }
+    if (c->last) clear_slot(L, sv, tidx, key);
   }
-  if (c->last) clear_slot(L, sv, tidx, key);
 
   if (lua_type(L, sink) == LUA_TFUNCTION) {
     lua_pushvalue(L, sink);

@@ -39,16 +39,32 @@ enum { LFWX_A_WIDTH = 4 };
 enum { LFWX_RING_WIDTH = 3, LFWX_RING_SLOTS = 1024 * LFWX_RING_WIDTH };
 #define LFWX_RING_KEY 0
 
+/* A socket's own receive (Recv with no buffer) keeps its sink and user data in the
+ * socket box's user values and the box in a one-value slot of the keep table: an idle
+ * connection waits in a receive, and a row of the anchor table is four values. Its key
+ * is slot << 4 with no value bits, which no anchored operation has (a sink is never
+ * nil). */
+enum { LFWX_SOCKET_UV_SERVICE = 1, LFWX_SOCKET_UV_SINK = 2, LFWX_SOCKET_UV_UD = 3,
+       LFWX_SOCKET_NUV = 3 };
+#define LFWX_KEY_IS_KEPT(key) (((key) & ((1 << LFWX_A_WIDTH) - 1)) == 0)
+
 /* Service user values. */
-enum { LFWX_UV_ANCHORS = 1, LFWX_UV_OPTIONS = 2, LFWX_UV_RING = 3, LFWX_SERVICE_NUV = 3 };
+enum { LFWX_UV_ANCHORS = 1, LFWX_UV_OPTIONS = 2, LFWX_UV_RING = 3, LFWX_UV_KEEP = 4,
+       LFWX_SERVICE_NUV = 4 };
+
+/* Slot numbers of a table used as an array of slots, reused most recent first. */
+typedef struct lfwx_slots {
+  int *free;               /* slots to reuse */
+  int nfree, cap;
+  int next;                /* slots ever handed out */
+  int live;
+} lfwx_slots_t;
 
 typedef struct lfwx_service {
   LFWX_TAG;
   fwx_port_t *port;
-  int *free_slots;         /* anchor slots to reuse */
-  int nfree, capfree;
-  int next_slot;           /* slots ever handed out */
-  int live_slots;
+  lfwx_slots_t anchors;    /* rows of the anchor table */
+  lfwx_slots_t kept;       /* slots of the keep table */
   lua_State *ring;         /* ring.c: the stack its values sit on */
   int ring_head;           /* slots at the bottom already delivered */
   int ring_top;            /* slots in use, delivered or not */
@@ -56,7 +72,6 @@ typedef struct lfwx_service {
   int running, stop, closing, closed;
 } lfwx_service_t;
 
-/* A socket's user value is its service's box, which keeps the service alive. */
 /* A socket box is a tag and the core socket: every connection has one, so its service
  * is found through the port's owner pointer, not a pointer of its own. */
 typedef struct lfwx_socket { LFWX_TAG; fwx_socket_t *s; } lfwx_socket_t;
@@ -89,6 +104,8 @@ int lfwx_anchor(lua_State *L, lfwx_service_t *sv, int tidx, int obj_idx, int sin
                 int ud_idx, int extra_idx);
 void lfwx_unanchor(lua_State *L, lfwx_service_t *sv, int tidx, int key);
 int lfwx_push_anchors(lua_State *L, int svidx); /* returns its index */
+int lfwx_slot_take(lua_State *L, lfwx_slots_t *slots);
+void lfwx_slot_give(lfwx_slots_t *slots, int slot);
 void lfwx_check_sink(lua_State *L, int idx, const char *method, int optional);
 int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_t timeout);
 /* The dispatcher's own C closure, in the service metatable at this integer key. */

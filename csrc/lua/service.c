@@ -52,6 +52,8 @@ int lfwx_service_new(lua_State *L) {
   lua_newtable(L);
   lua_setiuservalue(L, 2, LFWX_UV_ANCHORS);
   lua_newtable(L);
+  lua_setiuservalue(L, 2, LFWX_UV_KEEP);
+  lua_newtable(L);
   if (lua_istable(L, 1)) {
     int t = lua_getfield(L, 1, "on_error");
     if (t != LUA_TNIL && t != LUA_TFUNCTION)
@@ -118,8 +120,10 @@ static int l_gc(lua_State *L) {
     fwx_port_unref(sv->port);
     sv->port = NULL;
   }
-  free(sv->free_slots);
-  sv->free_slots = NULL;
+  free(sv->anchors.free);
+  sv->anchors.free = NULL;
+  free(sv->kept.free);
+  sv->kept.free = NULL;
   return 0;
 }
 
@@ -150,7 +154,7 @@ static int l_pending(lua_State *L) {
 
 static int l_anchored(lua_State *L) {
   lfwx_service_t *sv = lfwx_check_service(L, 1);
-  lua_pushinteger(L, sv->live_slots + sv->ring_count);
+  lua_pushinteger(L, sv->anchors.live + sv->kept.live + sv->ring_count);
   return 1;
 }
 
@@ -161,7 +165,7 @@ static int l_create_socket(lua_State *L) {
   lua_settop(L, 2);
   check_open(L, 1);
   p = luaL_checkoption(L, 2, NULL, protos);
-  box = lfwx_newobject(L, sizeof *box, LFWX_SOCKET, 1);
+  box = lfwx_newobject(L, sizeof *box, LFWX_SOCKET, LFWX_SOCKET_NUV);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
   r = fwx_socket_new(lfwx_check_service(L, 1)->port, p == 0 ? FWX_TCP : FWX_UDP, &box->s);

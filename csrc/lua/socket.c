@@ -1,5 +1,6 @@
 /* socket.c: the "fwx.socket" class (IFWXNetworkSocket). User value 1 is the service
- * box, so a socket keeps its service alive. Asynchronous methods check every argument first, anchor what the
+ * box, so a socket keeps its service alive; 2 and 3 are the sink and user data of its
+ * own receive (lfwx.h). Asynchronous methods check every argument first, anchor what the
  * notification needs, then start; a start the core refuses unanchors and raises, so
  * misuse leaves nothing behind. */
 #include "lfwx.h"
@@ -28,7 +29,7 @@ static lfwx_service_t *open_service(lua_State *L, lfwx_socket_t *box, int *tidx)
 }
 
 void lfwx_push_socket(lua_State *L, fwx_socket_t *s, int svidx) {
-  lfwx_socket_t *box = lfwx_newobject(L, sizeof *box, LFWX_SOCKET, 1);
+  lfwx_socket_t *box = lfwx_newobject(L, sizeof *box, LFWX_SOCKET, LFWX_SOCKET_NUV);
   box->s = s;
   lua_pushvalue(L, svidx);
   lua_setiuservalue(L, -2, 1);
@@ -120,6 +121,34 @@ static int l_connect(lua_State *L) {
   return 0;
 }
 
+/* Recv(nil, sink, ud), the socket's own receive (args at 1, 3, 4): the sink and user
+ * data go into the socket's user values and the socket into a keep slot. A receive
+ * already pending must not lose its values, so that misuse is refused first. */
+static int recv_kept(lua_State *L, lfwx_socket_t *box) {
+  lfwx_service_t *sv = service_of(box);
+  int slot, r, kidx;
+  if (sv->closing || sv->closed) return luaL_error(L, "service is closed");
+  if (fwx_socket_receiving(box->s)) return lfwx_raise(L, FWX_EBUSY, "socket");
+  lua_getiuservalue(L, 1, LFWX_SOCKET_UV_SERVICE);
+  lua_getiuservalue(L, -1, LFWX_UV_KEEP);
+  kidx = lua_gettop(L);
+  slot = lfwx_slot_take(L, &sv->kept);
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, kidx, slot);
+  lua_pushvalue(L, 3);
+  lua_setiuservalue(L, 1, LFWX_SOCKET_UV_SINK);
+  lua_pushvalue(L, 4);
+  lua_setiuservalue(L, 1, LFWX_SOCKET_UV_UD);
+  r = fwx_socket_recv(box->s, NULL, (uintptr_t)slot << LFWX_A_WIDTH);
+  if (r != 0) {
+    lua_pushnil(L);
+    lua_rawseti(L, kidx, slot);
+    lfwx_slot_give(&sv->kept, slot);
+    return lfwx_raise(L, r, "socket");
+  }
+  return 0;
+}
+
 static int l_recv(lua_State *L) {
   lfwx_socket_t *box;
   lfwx_service_t *sv;
@@ -129,7 +158,8 @@ static int l_recv(lua_State *L) {
   box = check_box(L, 1);
   buf = opt_buffer(L, 2);
   lfwx_check_sink(L, 3, "CompleteAsyncIO", 0);
-  if (buf != NULL) {
+  if (buf == NULL) return recv_kept(L, box);
+  {
     luaL_argcheck(L, fwx_buffer_capacity(buf) > 0, 2, "buffer has no room");
     r = fwx_buffer_writable(buf);
     if (r == FWX_ELOCKED) luaL_argerror(L, 2, "buffer is lent to a pending operation");
