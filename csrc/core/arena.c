@@ -52,11 +52,36 @@ static void retire(fwx_port_t *port, fwx__arena_t *a) {
   }
 }
 
-/* The free tail of the current block, at least FWX__READ_CHUNK long; NULL when out of
+/* Whether a read may go on in this poll. Fairness: the level-triggered poll reports
+ * ready sockets in the same order every time, so the reads past the budget would be
+ * the same sockets poll after poll while the first ones keep getting served (at 500
+ * connections x 4 KiB, a p99 of 90 ms against 15 without the budget). So a read counts
+ * the polls it has been deferred in a row (its age), and the oldest reads of the last
+ * poll go first: until they have all been read, younger reads wait (and age). A
+ * socket read once then waits behind every socket deferred meanwhile: round robin. */
+static int admit(fwx_port_t *port, unsigned char *age) {
+  int oldest = *age > 0 && *age == port->oldest_age;
+  if (port->read_budget > 0 && (oldest || port->oldest_left == 0)) {
+    if (oldest && port->oldest_left > 0) port->oldest_left--; /* a stale age may match */
+    *age = 0;
+    return 1;
+  }
+  if (*age < 255) (*age)++;
+  if (*age > port->next_oldest_age) {
+    port->next_oldest_age = *age;
+    port->next_oldest_count = 0;
+  }
+  if (*age == port->next_oldest_age) port->next_oldest_count++;
+  port->refused = age;
+  return 0;
+}
+
+/* The free tail of the current block, at least FWX__READ_CHUNK long, for a read whose
+ * deferral age is *age; NULL when the read must wait for the next poll, or out of
  * memory (libuv then reports UV_ENOBUFS to the read). */
-char *fwx__arena_tail(fwx_port_t *port, size_t *room) {
+char *fwx__arena_tail(fwx_port_t *port, size_t *room, unsigned char *age) {
   fwx__arena_t *a = port->arena;
-  if (port->read_budget == 0) {
+  if (!admit(port, age)) {
     *room = 0;
     return NULL;
   }
@@ -93,11 +118,19 @@ void fwx__arena_commit(fwx_port_t *port, const char *p, size_t n, fwx_op_t *op) 
   op->out.data = (char *)p;
 }
 
-void fwx__arena_new_poll(fwx_port_t *port) { port->read_budget = FWX__READ_BUDGET; }
+void fwx__arena_new_poll(fwx_port_t *port) {
+  port->read_budget = FWX__READ_BUDGET;
+  port->oldest_age = port->next_oldest_age;
+  port->oldest_left = port->next_oldest_count;
+  port->next_oldest_age = 0;
+  port->next_oldest_count = 0;
+  port->refused = NULL;
+}
 
-/* Whether a read that failed with status was only deferred to the next poll. */
-int fwx__arena_deferred(const fwx_port_t *port, ssize_t status) {
-  return status == UV_ENOBUFS && port->read_budget == 0;
+/* Whether the read whose age is *age, just failed with status, was only deferred to
+ * the next poll (libuv calls back the read right after asking for its buffer). */
+int fwx__arena_deferred(const fwx_port_t *port, ssize_t status, const unsigned char *age) {
+  return status == UV_ENOBUFS && port->refused == age;
 }
 
 void fwx__arena_release(const char *data) {

@@ -106,6 +106,7 @@ typedef struct fwx__reader {
   uint32_t writes;         /* uv_write requests in flight: while any, no try_write, so
                               sends complete in the order they were issued */
   int status;              /* sticky end of stream: UV_EOF or an error; 0 while open */
+  unsigned char defer_age; /* arena.c: polls its read has been deferred in a row */
   unsigned reading : 1;
   /* A network socket's: when a write fails (reset, EPIPE) libuv leaves later queued
    * writes waiting until the handle closes, so the socket is told and decides. */
@@ -130,6 +131,11 @@ struct fwx_port {
   struct fwx__arena *spare; /* emptied blocks kept for reuse, and how many */
   size_t spares;
   size_t read_budget;       /* arena bytes reads may still take in this poll */
+  /* arena.c, fairness of deferred reads: the oldest age among the reads the last poll
+   * deferred and how many of them are still to be read; the same for this poll. */
+  unsigned oldest_age, next_oldest_age;
+  size_t oldest_left, next_oldest_count;
+  const unsigned char *refused; /* the age of the read just deferred */
   fwx_op_t *free_ops;      /* recycled task/tick records */
   fwx__sendop_t *free_sends;
   size_t free_count;
@@ -142,6 +148,7 @@ typedef struct fwx__udp_ext {
   size_t sends;                        /* uv_udp_send requests in flight */
   int chunk_status;
   int chunk_partial;
+  unsigned char defer_age; /* arena.c: polls its read has been deferred in a row */
   unsigned receiving : 1;
 } fwx__udp_ext_t;
 
@@ -238,12 +245,12 @@ fwx__sendop_t *fwx__sendop_alloc(fwx_port_t *port);
 
 /* arena.c */
 typedef struct fwx__arena fwx__arena_t;
-char *fwx__arena_tail(fwx_port_t *port, size_t *room);
+char *fwx__arena_tail(fwx_port_t *port, size_t *room, unsigned char *age);
 void fwx__arena_commit(fwx_port_t *port, const char *p, size_t n, fwx_op_t *op);
 void fwx__arena_release(const char *data);
 void fwx__arena_free_all(fwx_port_t *port);
 void fwx__arena_new_poll(fwx_port_t *port);
-int fwx__arena_deferred(const fwx_port_t *port, ssize_t status);
+int fwx__arena_deferred(const fwx_port_t *port, ssize_t status, const unsigned char *age);
 
 /* buffer.c */
 void fwx__buffer_fill(fwx_buffer_t *b, const char *p, size_t n);

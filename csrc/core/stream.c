@@ -24,7 +24,7 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
     *buf = uv_buf_init(fwx_buffer_data(op->buf), (unsigned)fwx_buffer_capacity(op->buf));
   } else {
     size_t room;
-    char *p = fwx__arena_tail(h->loop->data, &room);
+    char *p = fwx__arena_tail(h->loop->data, &room, &r->defer_age);
     *buf = uv_buf_init(p, (unsigned)room);
   }
 }
@@ -85,7 +85,7 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   int rc;
 
   if (nread == 0) return; /* EAGAIN */
-  if (fwx__arena_deferred(stream->loop->data, nread)) return; /* read next poll */
+  if (fwx__arena_deferred(stream->loop->data, nread, &r->defer_age)) return; /* next poll */
   if (nread < 0) {
     r->status = (int)nread;
     pause_reading(stream);

@@ -14,7 +14,7 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   fwx_socket_t *s = h->data;
   (void)hint;
   size_t room;
-  char *p = fwx__arena_tail(fwx__socket_port(s), &room);
+  char *p = fwx__arena_tail(fwx__socket_port(s), &room, &s->udp->defer_age);
   *buf = uv_buf_init(p, (unsigned)room);
 }
 
@@ -72,7 +72,7 @@ static void recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
   int pending = s->recv_op.state == FWX__PENDING;
 
   if (nread == 0 && addr == NULL) return; /* nothing more to read now */
-  if (fwx__arena_deferred(fwx__socket_port(s), nread)) return; /* read next poll */
+  if (fwx__arena_deferred(fwx__socket_port(s), nread, &s->udp->defer_age)) return; /* next poll */
   if (nread < 0) {
     if (pending)
       end_recv(s, (int)nread);

@@ -4,8 +4,8 @@
  * N connections each have BYTES waiting in the kernel before the server arms its
  * receives, so a single poll finds every one of them readable. Without the budget that
  * poll would read all N * BYTES (far past the arena budget); with it, it reads a few
- * and the rest come in later polls. Then the same with N UDP sockets holding a datagram
- * each. Every byte is checked. Exit 0 and "ok". */
+ * and the rest come in later polls, the deferred ones first. Then the same with N UDP
+ * sockets holding a datagram each. Every byte is checked. Exit 0 and "ok". */
 #include "fwx.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,6 +102,50 @@ int main(void) {
         fwx_port_poll(port, 1);
         CHECK(++polls < 100000);
       }
+    }
+  }
+
+  /* Fairness: N connections with ROUNDS chunks each waiting, every receive re-armed as
+   * soon as it completes. The poll reports ready sockets in the same order each time;
+   * if the first ones were served again and again the last ones would wait until those
+   * ran dry (about ROUNDS times longer). A read deferred in one poll goes first in the
+   * next, so every connection gets its first bytes within the first few polls. */
+  {
+    enum { ROUNDS = 4 };
+    int first_at[N], poll_no = 0, worst = 0;
+    size_t left[N], per_poll = (1024 * 1024) / BYTES + 1;
+    for (i = 0; i < N; i++) {
+      int k;
+      first_at[i] = -1;
+      left[i] = (size_t)ROUNDS * BYTES;
+      for (k = 0; k < ROUNDS; k++) CHECK(fwx_socket_send(cli[i], NULL, data, BYTES, NULL, 0, 0) == 0);
+    }
+    usleep(100 * 1000);
+    for (i = 0; i < N; i++) CHECK(fwx_socket_recv(srv[i], NULL, K_RECV + (uintptr_t)i) == 0);
+    done = 0;
+    while (done < N) {
+      fwx_port_poll(port, 1);
+      poll_no++;
+      CHECK(poll_no < 100000);
+      while (fwx_port_get(port, &c)) {
+        int s = (int)(c.key - K_RECV);
+        CHECK(c.kind == FWX_OP_RECV && c.ok && s >= 0 && s < N && c.bytes <= left[s]);
+        if (first_at[s] < 0) first_at[s] = poll_no;
+        left[s] -= c.bytes;
+        fwx_completion_release(&c);
+        if (left[s] == 0)
+          done++;
+        else
+          CHECK(fwx_socket_recv(srv[s], NULL, K_RECV + (uintptr_t)s) == 0);
+      }
+    }
+    for (i = 0; i < N; i++)
+      if (first_at[i] > worst) worst = first_at[i];
+    /* Fair: N / per_poll polls and some slack (5 of 6 here); served in poll order, the
+     * last connections first got bytes at poll 10. */
+    if (worst > (int)((N + per_poll - 1) / per_poll) + 2) {
+      fprintf(stderr, "a connection first got bytes at poll %d\n", worst);
+      exit(1);
     }
   }
 
