@@ -10,3 +10,22 @@ describe("the module under test", function()
     assert.equal(want .. "/fwx/core.so", found)
   end)
 end)
+
+describe("the rockspec", function()
+  it("builds every C source file there is (luarocks make compiles only what it lists)", function()
+    local f = assert(io.open("rockspec/fwx-scm-1.rockspec"))
+    local text = f:read("a")
+    f:close()
+    local listed = {}
+    for path in text:gmatch('"(csrc/[%w_/%-]+%.c)"') do listed[path] = true end
+    local p = assert(io.popen("ls csrc/core/*.c csrc/lua/*.c"))
+    local missing = {}
+    for path in p:lines() do
+      if not listed[path] then missing[#missing + 1] = path end
+      listed[path] = nil
+    end
+    p:close()
+    assert.same({}, missing)
+    assert.same({}, listed) -- and nothing listed that is gone
+  end)
+end)
