@@ -156,8 +156,6 @@ typedef struct fwx__udp_ext {
  * field is paid per connection: the port is the loop's data, the open sockets are
  * found by walking the loop's handles, and rarely used state is allocated apart. */
 struct fwx_socket {
-  int refs;
-  fwx_proto_t proto;
   union {
     uv_handle_t handle;
     uv_stream_t stream;
@@ -169,9 +167,10 @@ struct fwx_socket {
   /* Allocated when first needed, so that an accepted connection, which never
    * accepts, connects or shuts down, does not carry them: idle memory is per
    * connection. */
-  fwx__udp_ext_t *udp;     /* udp only */
   struct fwx__conn *conn;  /* Accept or Connect; options before the descriptor; the
                               pump */
+  int refs;
+  unsigned proto : 2;          /* fwx_proto_t; a UDP socket's fwx__udp_ext_t follows it */
   unsigned closed : 1;
   unsigned listening : 1;
   unsigned conn_ready : 1; /* libuv holds a connection no Accept has claimed */
@@ -194,6 +193,11 @@ typedef struct fwx__conn {
 
 static inline fwx_port_t *fwx__socket_port(const fwx_socket_t *s) {
   return s->uv.handle.loop->data;
+}
+
+/* A UDP socket's datagram state, allocated with it, right after it. */
+static inline fwx__udp_ext_t *fwx__socket_udp(const fwx_socket_t *s) {
+  return s->proto == FWX_UDP ? (fwx__udp_ext_t *)(void *)((fwx_socket_t *)s + 1) : NULL;
 }
 
 /* The pump moving this socket's bytes, or NULL. */

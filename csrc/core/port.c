@@ -288,8 +288,8 @@ int fwx_port_get(fwx_port_t *port, fwx_completion_t *out) {
   out->has_address = 0;
   if (op->has_address && op->object != NULL && op->kind == FWX_OP_RECV) {
     fwx_socket_t *s = op->object;
-    if (s->udp != NULL) {
-      memcpy(&out->address, &s->udp->recv_addr, sizeof out->address);
+    if (s->proto == FWX_UDP) {
+      memcpy(&out->address, &fwx__socket_udp(s)->recv_addr, sizeof out->address);
       out->has_address = 1;
     }
   }

@@ -36,11 +36,9 @@ int fwx_socket_new(fwx_port_t *port, fwx_proto_t proto, fwx_socket_t **out) {
 
   if (port->closing) return FWX_ECLOSED;
   if (proto != FWX_TCP && proto != FWX_UDP) return FWX_EINVAL;
-  s = calloc(1, sizeof *s);
+  s = calloc(1, sizeof *s + (proto == FWX_UDP ? sizeof(fwx__udp_ext_t) : 0));
   if (s == NULL) goto fail;
   if (proto == FWX_UDP) {
-    s->udp = calloc(1, sizeof *s->udp);
-    if (s->udp == NULL) goto fail;
     r = uv_udp_init(&port->loop, &s->uv.udp);
     if (r != 0) goto fail;
     s->uv.udp.data = s;
@@ -50,7 +48,7 @@ int fwx_socket_new(fwx_port_t *port, fwx_proto_t proto, fwx_socket_t **out) {
     fwx__reader_init(&s->reader, &s->uv.stream, 1);
   }
   /* Nothing can fail past this point. */
-  s->proto = proto;
+  s->proto = (unsigned)proto & 3u;
   s->refs = 2; /* the caller and the libuv handle */
   fwx_port_ref(port);
   fwx__op_init(&s->recv_op, port, FWX_OP_RECV);
@@ -58,7 +56,6 @@ int fwx_socket_new(fwx_port_t *port, fwx_proto_t proto, fwx_socket_t **out) {
   return 0;
 
 fail:
-  if (s != NULL) free(s->udp);
   free(s);
   return r;
 }
@@ -70,13 +67,12 @@ void fwx_socket_unref(fwx_socket_t *s) {
   assert(s->refs > 0);
   if (--s->refs > 0) return;
   port = fwx__socket_port(s);
-  free(s->udp);
   free(s->conn);
   free(s);
   fwx_port_unref(port);
 }
 
-fwx_proto_t fwx_socket_proto(const fwx_socket_t *s) { return s->proto; }
+fwx_proto_t fwx_socket_proto(const fwx_socket_t *s) { return (fwx_proto_t)s->proto; }
 fwx_port_t *fwx_socket_port(const fwx_socket_t *s) { return fwx__socket_port(s); }
 int fwx_socket_receiving(const fwx_socket_t *s) { return s->recv_op.state != FWX__IDLE; }
 int fwx_socket_closed(const fwx_socket_t *s) { return s->closed; }

@@ -14,14 +14,14 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   fwx_socket_t *s = h->data;
   (void)hint;
   size_t room;
-  char *p = fwx__arena_tail(fwx__socket_port(s), &room, &s->udp->defer_age);
+  char *p = fwx__arena_tail(fwx__socket_port(s), &room, &fwx__socket_udp(s)->defer_age);
   *buf = uv_buf_init(p, (unsigned)room);
 }
 
 static void pause_receiving(fwx_socket_t *s) {
-  if (s->udp->receiving) {
+  if (fwx__socket_udp(s)->receiving) {
     uv_udp_recv_stop(&s->uv.udp);
-    s->udp->receiving = 0;
+    fwx__socket_udp(s)->receiving = 0;
   }
 }
 
@@ -52,8 +52,8 @@ static void deliver(fwx_socket_t *s, const char *p, size_t n, const struct socka
     fwx__arena_commit(fwx__socket_port(s), p, n, op);
   }
   op->bytes = m;
-  memset(&s->udp->recv_addr, 0, sizeof s->udp->recv_addr);
-  if (from != NULL) memcpy(&s->udp->recv_addr, from, addr_len(from));
+  memset(&fwx__socket_udp(s)->recv_addr, 0, sizeof fwx__socket_udp(s)->recv_addr);
+  if (from != NULL) memcpy(&fwx__socket_udp(s)->recv_addr, from, addr_len(from));
   op->has_address = from != NULL;
   if (truncated) op->error = 234; /* ERROR_MORE_DATA */
   fwx__op_complete(op, truncated ? UV_EMSGSIZE : 0);
@@ -68,11 +68,11 @@ static void end_recv(fwx_socket_t *s, int status) {
 static void recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
                     const struct sockaddr *addr, unsigned flags) {
   fwx_socket_t *s = h->data;
-  fwx__udp_ext_t *u = s->udp;
+  fwx__udp_ext_t *u = fwx__socket_udp(s);
   int pending = s->recv_op.state == FWX__PENDING;
 
   if (nread == 0 && addr == NULL) return; /* nothing more to read now */
-  if (fwx__arena_deferred(fwx__socket_port(s), nread, &s->udp->defer_age)) return; /* next poll */
+  if (fwx__arena_deferred(fwx__socket_port(s), nread, &fwx__socket_udp(s)->defer_age)) return; /* next poll */
   if (nread < 0) {
     if (pending)
       end_recv(s, (int)nread);
@@ -99,7 +99,7 @@ static void recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
 }
 
 int fwx__udp_recv(fwx_socket_t *s, fwx_op_t *op) {
-  fwx__udp_ext_t *u = s->udp;
+  fwx__udp_ext_t *u = fwx__socket_udp(s);
   int r;
 
   if (op->buf != NULL) fwx_buffer_lend(op->buf);
@@ -132,7 +132,7 @@ int fwx__udp_recv(fwx_socket_t *s, fwx_op_t *op) {
 }
 
 void fwx__udp_cancel(fwx_socket_t *s, int status) {
-  fwx__udp_ext_t *u = s->udp;
+  fwx__udp_ext_t *u = fwx__socket_udp(s);
   if (s->recv_op.state == FWX__PENDING) end_recv(s, status);
   if (u->chunk != NULL) {
     fwx_buffer_unref(u->chunk);
@@ -144,7 +144,7 @@ void fwx__udp_cancel(fwx_socket_t *s, int status) {
 static void send_cb(uv_udp_send_t *req, int status) {
   fwx_op_t *op = req->data;
   fwx_socket_t *s = req->handle->data;
-  s->udp->sends--;
+  fwx__socket_udp(s)->sends--;
   fwx__op_complete(op, status);
 }
 
@@ -155,7 +155,7 @@ int fwx__udp_send(fwx_socket_t *s, fwx__sendop_t *so, const char *data, size_t l
   int r;
 
   op->bytes = len;
-  if (s->udp->sends == 0) {
+  if (fwx__socket_udp(s)->sends == 0) {
     /* Try at once; queue only behind earlier sends, so completions keep their order. */
     r = uv_udp_try_send(&s->uv.udp, &b, 1, to);
     if (r >= 0) {
@@ -183,6 +183,6 @@ int fwx__udp_send(fwx_socket_t *s, fwx__sendop_t *so, const char *data, size_t l
     fwx__op_complete(op, r);
     return 0;
   }
-  s->udp->sends++;
+  fwx__socket_udp(s)->sends++;
   return 0;
 }
