@@ -44,6 +44,19 @@ int lfwx_slot_take(lua_State *L, lfwx_slots_t *slots) {
   return ++slots->next;
 }
 
+/* Push the chunk of the keep table at keep_idx that holds slot (made when new) and
+ * return the slot's index in it. */
+int lfwx_keep_chunk(lua_State *L, int keep_idx, int slot) {
+  int chunk = (slot - 1) / LFWX_KEEP_CHUNK + 1;
+  if (lua_rawgeti(L, keep_idx, chunk) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_createtable(L, LFWX_KEEP_CHUNK, 0);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, keep_idx, chunk);
+  }
+  return (slot - 1) % LFWX_KEEP_CHUNK + 1;
+}
+
 void lfwx_slot_give(lfwx_slots_t *slots, int slot) {
   slots->free[slots->nfree++] = slot;
   slots->live--;
@@ -185,15 +198,17 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
     /* A socket's own receive: the socket from the keep table, sink and user data from
      * it. They stay in the socket until its next receive: a socket holds at most one
      * of each, and not clearing them is two table writes less per message. */
-    int slot = key >> LFWX_A_WIDTH;
+    int slot = key >> LFWX_A_WIDTH, at;
     lua_getiuservalue(L, svidx, LFWX_UV_KEEP);
-    lua_rawgeti(L, top + 1, slot);
+    at = lfwx_keep_chunk(L, top + 1, slot);
+    lua_replace(L, top + 1); /* the chunk */
+    lua_rawgeti(L, top + 1, at);
     lua_pushnil(L);
-    lua_rawseti(L, top + 1, slot);
+    lua_rawseti(L, top + 1, at);
     lfwx_slot_give(&sv->kept, slot);
     lua_getiuservalue(L, top + 2, LFWX_SOCKET_UV_SINK);
-    lua_getiuservalue(L, top + 2, LFWX_SOCKET_UV_UD); /* keep, socket, sink, ud */
-    lua_rotate(L, top + 1, 2);                          /* sink, ud, keep, socket */
+    lua_getiuservalue(L, top + 2, LFWX_SOCKET_UV_UD); /* chunk, socket, sink, ud */
+    lua_rotate(L, top + 1, 2);                          /* sink, ud, chunk, socket */
     lua_copy(L, top + 4, top + 3);                      /* sink, ud, socket, socket */
     lua_pushnil(L);
     lua_replace(L, top + 4);                            /* sink, ud, socket, nil */

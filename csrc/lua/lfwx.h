@@ -47,6 +47,10 @@ enum { LFWX_RING_WIDTH = 3, LFWX_RING_SLOTS = 1024 * LFWX_RING_WIDTH };
 enum { LFWX_SOCKET_UV_SERVICE = 1, LFWX_SOCKET_UV_SINK = 2, LFWX_SOCKET_UV_UD = 3,
        LFWX_SOCKET_NUV = 3 };
 #define LFWX_KEY_IS_KEPT(key) (((key) & ((1 << LFWX_A_WIDTH) - 1)) == 0)
+/* The keep table's slots are in chunks, tables made at full size: one array grown by
+ * doubling is up to twice as large as what it holds (29 bytes per connection at 9000
+ * connections, 16 in chunks). */
+enum { LFWX_KEEP_CHUNK = 1024 };
 
 /* Service user values. */
 enum { LFWX_UV_ANCHORS = 1, LFWX_UV_OPTIONS = 2, LFWX_UV_RING = 3, LFWX_UV_KEEP = 4,
@@ -105,6 +109,7 @@ int lfwx_anchor(lua_State *L, lfwx_service_t *sv, int tidx, int obj_idx, int sin
 void lfwx_unanchor(lua_State *L, lfwx_service_t *sv, int tidx, int key);
 int lfwx_push_anchors(lua_State *L, int svidx); /* returns its index */
 int lfwx_slot_take(lua_State *L, lfwx_slots_t *slots);
+int lfwx_keep_chunk(lua_State *L, int keep_idx, int slot);
 void lfwx_slot_give(lfwx_slots_t *slots, int slot);
 void lfwx_check_sink(lua_State *L, int idx, const char *method, int optional);
 int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_t timeout);

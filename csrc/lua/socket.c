@@ -126,15 +126,17 @@ static int l_connect(lua_State *L) {
  * already pending must not lose its values, so that misuse is refused first. */
 static int recv_kept(lua_State *L, lfwx_socket_t *box) {
   lfwx_service_t *sv = service_of(box);
-  int slot, r, kidx;
+  int slot, r, kidx, at;
   if (sv->closing || sv->closed) return luaL_error(L, "service is closed");
   if (fwx_socket_receiving(box->s)) return lfwx_raise(L, FWX_EBUSY, "socket");
   lua_getiuservalue(L, 1, LFWX_SOCKET_UV_SERVICE);
   lua_getiuservalue(L, -1, LFWX_UV_KEEP);
   kidx = lua_gettop(L);
   slot = lfwx_slot_take(L, &sv->kept);
+  at = lfwx_keep_chunk(L, kidx, slot);
+  kidx = lua_gettop(L);
   lua_pushvalue(L, 1);
-  lua_rawseti(L, kidx, slot);
+  lua_rawseti(L, kidx, at);
   lua_pushvalue(L, 3);
   lua_setiuservalue(L, 1, LFWX_SOCKET_UV_SINK);
   lua_pushvalue(L, 4);
@@ -142,7 +144,7 @@ static int recv_kept(lua_State *L, lfwx_socket_t *box) {
   r = fwx_socket_recv(box->s, NULL, (uintptr_t)slot << LFWX_A_WIDTH);
   if (r != 0) {
     lua_pushnil(L);
-    lua_rawseti(L, kidx, slot);
+    lua_rawseti(L, kidx, at);
     lfwx_slot_give(&sv->kept, slot);
     return lfwx_raise(L, r, "socket");
   }
