@@ -75,7 +75,7 @@ describe("the receive arena", function()
     local ticker = fw:SetTimer(1, function(ok)
       if ok and not finished then stops = stops + 1; fw:stop() end
     end, nil, 1)
-    local ok, err = pcall(H.run_until, fw, function() return streams_done == N and dgrams == 200 end, 20000)
+    local ok, err = pcall(H.run_until, fw, function() return streams_done == N and dgrams == 200 end, math.max(20000, 10 * H.TIMEOUT_MS))
     assert(ok, ("%s: %d of %d streams done, %d datagrams"):format(tostring(err), streams_done, N, dgrams))
     finished = true
     ticker:Cancel()

@@ -184,15 +184,13 @@ describe("PostTaskCompletion", function()
     assert.is_false(idle)
     assert.equal("stopped", why)
     assert.is_true(closed)
-    -- l1 e1 l2 e2 ... lk ek l(k+1): the drain delivered what was queued, once, in order
-    local k = (#seen - 1) // 2
-    assert.is_true(k >= 1 and k < 99999, "the collector never came")
-    for i = 1, k do
-      assert.equal("l" .. i, seen[2 * i - 1])
-      assert.equal("e" .. i, seen[2 * i])
+    -- l1 e1 l2 e2 ...: the drain delivered what was queued, once, in order. The
+    -- finalizer may run between a link's two posts, so the run ends after an "e" or an
+    -- "l" (a collection step can come at any allocation).
+    assert.is_true(#seen >= 2 and #seen < 199999, "the collector never came")
+    for i, v in ipairs(seen) do
+      assert.equal((i % 2 == 1 and "l" or "e") .. ((i + 1) // 2), v)
     end
-    assert.equal("l" .. (k + 1), seen[2 * k + 1])
-    assert.equal(2 * k + 1, #seen)
     assert.equal(0, fw:pending())
     assert.equal(0, fw:anchored())
   end)
