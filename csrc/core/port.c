@@ -208,15 +208,18 @@ void fwx__op_complete(fwx_op_t *op, int status) {
   port->queued++;
 }
 
-fwx_op_t *fwx__op_alloc(fwx_port_t *port, fwx_op_kind_t kind) {
+/* A record from the free list, or a new one; not initialised. */
+static fwx_op_t *take_record(fwx_port_t *port) {
   fwx_op_t *op = port->free_ops;
-  if (op != NULL) {
-    port->free_ops = op->next;
-    port->free_count--;
-  } else {
-    op = malloc(sizeof *op);
-    if (op == NULL) return NULL;
-  }
+  if (op == NULL) return malloc(sizeof *op);
+  port->free_ops = op->next;
+  port->free_count--;
+  return op;
+}
+
+fwx_op_t *fwx__op_alloc(fwx_port_t *port, fwx_op_kind_t kind) {
+  fwx_op_t *op = take_record(port);
+  if (op == NULL) return NULL;
   fwx__op_init(op, port, kind);
   op->heap = 1;
   return op;
@@ -361,14 +364,8 @@ int fwx_port_wait(fwx_port_t *port, fwx_completion_t *out, int timeout_ms) {
 int fwx_port_post(fwx_port_t *port, uintptr_t key) {
   fwx_op_t *op;
   if (port->closing) return FWX_ECLOSED;
-  op = port->free_ops;
-  if (op != NULL) {
-    port->free_ops = op->next;
-    port->free_count--;
-  } else {
-    op = malloc(sizeof *op);
-    if (op == NULL) return UV_ENOMEM;
-  }
+  op = take_record(port);
+  if (op == NULL) return UV_ENOMEM;
   memset(op, 0, sizeof *op);
   op->port = port;
   op->key = key;
