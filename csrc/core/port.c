@@ -110,6 +110,17 @@ int fwx_port_closing(const fwx_port_t *port) { return port->closing; }
 
 /* ---- overlapped record life cycle ---- */
 
+/* Append a completed record to the FIFO the dispatcher takes packets from. */
+static void enqueue(fwx_port_t *port, fwx_op_t *op) {
+  op->next = NULL;
+  if (port->tail != NULL)
+    port->tail->next = op;
+  else
+    port->head = op;
+  port->tail = op;
+  port->queued++;
+}
+
 void fwx__op_init(fwx_op_t *op, fwx_port_t *port, fwx_op_kind_t kind) {
   memset(op, 0, sizeof *op);
   op->port = port;
@@ -199,13 +210,7 @@ void fwx__op_complete(fwx_op_t *op, int status) {
     return;
   }
   op->state = FWX__QUEUED;
-  op->next = NULL;
-  if (port->tail != NULL)
-    port->tail->next = op;
-  else
-    port->head = op;
-  port->tail = op;
-  port->queued++;
+  enqueue(port, op);
 }
 
 /* A record from the free list, or a new one; not initialised. */
@@ -376,12 +381,7 @@ int fwx_port_post(fwx_port_t *port, uintptr_t key) {
   op->last = 1;
   port->pending++;
   port->pending_kind[FWX_OP_TASK]++;
-  if (port->tail != NULL)
-    port->tail->next = op;
-  else
-    port->head = op;
-  port->tail = op;
-  port->queued++;
+  enqueue(port, op);
   return 0;
 }
 
