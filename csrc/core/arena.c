@@ -1,8 +1,9 @@
 /* arena.c: where libuv reads received bytes into. A receive that the service supplies
  * the buffer for (Recv(nil), UDP) is read straight into the port's current block and
- * its packet points there; the dispatcher copies the bytes once, into the buffer it
- * hands out, and releases the region. Blocks are reused as soon as nothing points into
- * them, so a busy port reads without a malloc or an extra copy per message. */
+ * its packet points there; the dispatcher either copies the bytes into the buffer it
+ * hands out and releases the region, or keeps the region for a buffer over it
+ * (fwx_completion_keep_data) and gives it back later. Blocks are reused as soon as
+ * nothing points into them, so a busy port reads without a malloc per message. */
 #include "fwx-int.h"
 
 /* A block is aligned to its size, so the block of any byte in it is that byte's
@@ -14,6 +15,15 @@
  * connections x 4 KiB a poll fills 8 blocks, and faulting them in again every poll
  * took a quarter of the server's CPU. Kept blocks stay mapped (at most 4 MiB). */
 #define FWX__ARENA_KEEP 16
+
+/* Blocks that received bytes handed out in place (fwx_completion_keep_data) may hold
+ * at once. Such bytes live until their holder lets go (in Lua, until the collector
+ * finalizes the buffer), and one of them keeps its whole block: past this many
+ * blocks, receives are copied out instead, so held memory stays bounded (4 MiB)
+ * whatever a program keeps. */
+#ifndef FWX__ARENA_KEPT_BLOCKS
+#define FWX__ARENA_KEPT_BLOCKS 16
+#endif
 
 /* Bytes one poll may read into the arena. A poll reads every ready socket before any
  * handler runs: without a bound, 10 000 connections with 64 KiB waiting each would
@@ -30,7 +40,8 @@
 struct fwx__arena {
   fwx_port_t *port;
   size_t used;             /* bytes committed to packets */
-  size_t live;             /* packets that still point into the block */
+  size_t live;             /* packets and kept regions that still point into it */
+  size_t kept;             /* regions kept past their packet */
   fwx__arena_t *next_spare;
   char mem[];
 };
@@ -100,6 +111,7 @@ char *fwx__arena_tail(fwx_port_t *port, size_t *room, unsigned char *age) {
     next->port = port;
     next->used = 0;
     next->live = 0;
+    next->kept = 0;
     port->arena = next;
     if (a != NULL) retire(port, a);
     a = next;
@@ -142,6 +154,41 @@ void fwx__arena_release(const char *data) {
     a->used = 0; /* rewind the current block */
   else
     retire(port, a);
+}
+
+/* Hold the region at data (a packet's bytes) past the packet's release. A block with
+ * kept regions holds a reference to its port, so that a region can be let go after the
+ * port was closed. */
+int fwx__arena_keep(const char *data) {
+  fwx__arena_t *a = arena_of(data);
+  fwx_port_t *port = a->port;
+  if (a->kept == 0) {
+    if (port->kept_blocks >= FWX__ARENA_KEPT_BLOCKS) return 0;
+    port->kept_blocks++;
+    fwx_port_ref(port);
+  }
+  a->kept++;
+  return 1;
+}
+
+const void *fwx_data_block(const char *data) { return arena_of(data); }
+
+void fwx_data_release(const char *data, size_t regions) {
+  fwx__arena_t *a = arena_of(data);
+  fwx_port_t *port = a->port;
+  int last;
+  assert(regions > 0 && a->kept >= regions && a->live >= regions);
+  a->kept -= regions;
+  last = a->kept == 0;
+  if (last) port->kept_blocks--;
+  a->live -= regions - 1;
+  fwx__arena_release(data); /* the last one: rewinds or retires an emptied block */
+  if (last) fwx_port_unref(port);
+}
+
+void fwx_port_arena_stats(const fwx_port_t *port, size_t *kept_blocks, size_t *spares) {
+  *kept_blocks = port->kept_blocks;
+  *spares = port->spares;
 }
 
 void fwx__arena_free_all(fwx_port_t *port) {

@@ -68,6 +68,16 @@ fwx_buffer_t *fwx_buffer_place_window(void *mem, fwx_buffer_t *base, size_t offs
   return b;
 }
 
+/* A placed buffer over len bytes that live elsewhere (received bytes kept in the
+ * arena): its owner keeps them alive as long as the buffer lives. */
+fwx_buffer_t *fwx_buffer_place_over(void *mem, char *data, size_t len) {
+  fwx_buffer_t *b = fwx_buffer_place(mem, 0, NULL, 0, 0);
+  b->data = data;
+  b->capacity = len;
+  b->size = len;
+  return b;
+}
+
 fwx_buffer_t *fwx_buffer_const(const char *data, size_t len) {
   fwx_buffer_t *b = alloc_buffer(len);
   if (b == NULL) return NULL;

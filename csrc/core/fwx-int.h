@@ -130,6 +130,7 @@ struct fwx_port {
   struct fwx__arena *arena; /* the block reads go into (arena.c) */
   struct fwx__arena *spare; /* emptied blocks kept for reuse, and how many */
   size_t spares;
+  size_t kept_blocks;       /* blocks holding regions kept past their packet */
   size_t read_budget;       /* arena bytes reads may still take in this poll */
   /* arena.c, fairness of deferred reads: the oldest age among the reads the last poll
    * deferred and how many of them are still to be read; the same for this poll. */
@@ -252,6 +253,7 @@ typedef struct fwx__arena fwx__arena_t;
 char *fwx__arena_tail(fwx_port_t *port, size_t *room, unsigned char *age);
 void fwx__arena_commit(fwx_port_t *port, const char *p, size_t n, fwx_op_t *op);
 void fwx__arena_release(const char *data);
+int fwx__arena_keep(const char *data);
 void fwx__arena_free_all(fwx_port_t *port);
 void fwx__arena_new_poll(fwx_port_t *port);
 int fwx__arena_deferred(const fwx_port_t *port, ssize_t status, const unsigned char *age);

@@ -99,6 +99,17 @@ size_t fwx_port_poll(fwx_port_t *port, int block);
 int fwx_port_get(fwx_port_t *port, fwx_completion_t *out);
 /* Drop the references a completion carries, for a caller that will not use them. */
 void fwx_completion_release(fwx_completion_t *c);
+/* Keep a service receive's bytes where they were read, past the packet: returns 1
+ * and takes c->data out of the packet, or 0 when the port already holds as many of
+ * them as it may, or there are none (copy them instead). Kept bytes may be written to;
+ * they move nowhere. They lie in a block of the port's arena, fwx_data_block(data);
+ * fwx_data_release(data, n) gives back n kept regions of data's block at once (any
+ * address in the block will do), so a holder may count them per block. */
+int fwx_completion_keep_data(fwx_completion_t *c);
+const void *fwx_data_block(const char *data);
+void fwx_data_release(const char *data, size_t regions);
+/* Arena blocks now holding kept bytes, and emptied blocks kept for reuse. */
+void fwx_port_arena_stats(const fwx_port_t *port, size_t *kept_blocks, size_t *spares);
 /* GetQueuedCompletionStatus for C programs: wait up to timeout_ms (-1: forever)
  * for a packet. Returns 1 with a packet, 0 on timeout or when nothing is pending. */
 int fwx_port_wait(fwx_port_t *port, fwx_completion_t *out, int timeout_ms);
@@ -136,6 +147,7 @@ int fwx_op_cancel(fwx_op_t *op);          /* 0, or UV_ENOENT if nothing to cance
 size_t fwx_buffer_place_size(size_t capacity);
 fwx_buffer_t *fwx_buffer_place(void *mem, size_t capacity, const char *init, size_t len,
                                int is_const);
+fwx_buffer_t *fwx_buffer_place_over(void *mem, char *data, size_t len);
 fwx_buffer_t *fwx_buffer_place_window(void *mem, fwx_buffer_t *base, size_t offset,
                                       size_t len);
 fwx_buffer_t *fwx_buffer_new(size_t capacity);

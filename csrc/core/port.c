@@ -330,6 +330,12 @@ void fwx_completion_release(fwx_completion_t *c) {
   c->result = NULL;
 }
 
+int fwx_completion_keep_data(fwx_completion_t *c) {
+  if (c->data == NULL || !fwx__arena_keep(c->data)) return 0;
+  c->data = NULL; /* the packet's hold on the region is now the keeper's */
+  return 1;
+}
+
 size_t fwx_port_poll(fwx_port_t *port, int block) {
   fwx__arena_new_poll(port);
   if (!port->finished) uv_run(&port->loop, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);

@@ -263,8 +263,7 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
     if (!lua_isnil(L, extra)) {
       lua_pushvalue(L, extra); /* the caller's own buffer or string */
     } else if (c->data != NULL) {
-      /* A service receive: the bytes move into a Lua buffer the collector sees. */
-      lfwx_push_buffer(L, c->data, c->bytes, c->bytes, 0);
+      lfwx_push_received(L, sv, svidx, c); /* a service receive */
     } else if (c->buffer != NULL) {
       lfwx_push_buffer(L, fwx_buffer_data(c->buffer), fwx_buffer_size(c->buffer),
                        fwx_buffer_size(c->buffer), 0);

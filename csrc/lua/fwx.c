@@ -8,7 +8,7 @@ const char lfwx_class_tags[LFWX_NCLASSES + 1];
 
 const char *const lfwx_class_names[LFWX_NCLASSES + 1] = {
   NULL, "fwx.service", "fwx.socket", "fwx.buffer", "fwx.address", "fwx.overlapped",
-  "fwx.handle", "fwx.timer"
+  "fwx.handle", "fwx.timer", "fwx.block"
 };
 
 static void alias_snake(lua_State *L, int methods_idx, const char *const *skip);
@@ -140,6 +140,7 @@ __attribute__((visibility("default"))) int luaopen_fwx_core(lua_State *L) {
     {"strerror", l_strerror},
     {"_debug_gc", l_debug_gc},
     {"_pump_use_splice", lfwx_pump_use_splice},
+    {"_arena_stats", lfwx_arena_stats},
     {"new", lfwx_service_new},
     {NULL, NULL}
   };
@@ -150,6 +151,7 @@ __attribute__((visibility("default"))) int luaopen_fwx_core(lua_State *L) {
     lua_pop(L, 1);
   }
   lfwx_open_buffer(L);
+  lfwx_open_received(L);
   lfwx_open_address(L);
   lfwx_open_socket(L);
   lfwx_open_overlapped(L);

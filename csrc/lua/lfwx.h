@@ -16,13 +16,14 @@
  * inside the block (a light userdata has size 0). */
 enum {
   LFWX_SERVICE = 1, LFWX_SOCKET, LFWX_BUFFER, LFWX_ADDRESS, LFWX_OVERLAPPED, LFWX_HANDLE,
-  LFWX_TIMER, LFWX_NCLASSES = LFWX_TIMER
+  LFWX_TIMER, LFWX_BLOCK, LFWX_NCLASSES = LFWX_BLOCK
 };
 extern const char *const lfwx_class_names[LFWX_NCLASSES + 1]; /* "fwx.socket", ... */
 extern const char lfwx_class_tags[LFWX_NCLASSES + 1];
 #define LFWX_TAG const void *tag
 /* A buffer userdata: the tag, then the placed fwx_buffer_t at this offset. */
 #define LFWX_BUFFER_OFFSET 16
+
 
 /* Per-operation anchors: slot k of the service's anchor table holds, at 4k-3..4k, the
  * sink, the user data, the object the operation runs on and one extra value (the
@@ -54,7 +55,7 @@ enum { LFWX_KEEP_CHUNK = 1024 };
 
 /* Service user values. */
 enum { LFWX_UV_ANCHORS = 1, LFWX_UV_OPTIONS = 2, LFWX_UV_RING = 3, LFWX_UV_KEEP = 4,
-       LFWX_SERVICE_NUV = 4 };
+       LFWX_UV_BLOCK = 5, LFWX_SERVICE_NUV = 5 };
 
 /* Slot numbers of a table used as an array of slots, reused most recent first. */
 typedef struct lfwx_slots {
@@ -73,6 +74,9 @@ typedef struct lfwx_service {
   int ring_head;           /* slots at the bottom already delivered */
   int ring_top;            /* slots in use, delivered or not */
   int ring_count;          /* entries not yet delivered */
+  /* received.c: the block object of the arena block receives are now kept in, which
+   * user value LFWX_UV_BLOCK holds */
+  struct lfwx_block *block;
   int running, stop, closing, closed;
 } lfwx_service_t;
 
@@ -139,9 +143,15 @@ fwx_buffer_t *lfwx_check_buffer(lua_State *L, int idx);
 fwx_buffer_t *lfwx_test_buffer(lua_State *L, int idx);
 fwx_buffer_t *lfwx_push_buffer(lua_State *L, const char *data, size_t len, size_t cap,
                                int is_const);
+
 int lfwx_create_buffer(lua_State *L);
 int lfwx_create_const_buffer(lua_State *L);
 int lfwx_create_window_buffer(lua_State *L);
+
+/* received.c */
+void lfwx_open_received(lua_State *L);
+int lfwx_arena_stats(lua_State *L);
+void lfwx_push_received(lua_State *L, lfwx_service_t *sv, int svidx, fwx_completion_t *c);
 
 /* address.c */
 int lfwx_open_address(lua_State *L);

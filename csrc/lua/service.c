@@ -106,6 +106,9 @@ static int l_close(lua_State *L) {
   lfwx_dispatch(L, sv, 1, 1, -1);
   fwx_port_finish(sv->port);
   sv->closed = 1;
+  lua_pushnil(L); /* receives are over: the last arena block may go with its buffers */
+  lua_setiuservalue(L, 1, LFWX_UV_BLOCK);
+  sv->block = NULL;
   return 1;
 }
 
