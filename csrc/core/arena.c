@@ -171,6 +171,11 @@ int fwx__arena_keep(const char *data) {
   return 1;
 }
 
+int fwx_data_may_keep(const char *data) {
+  const fwx__arena_t *a = arena_of(data);
+  return a->kept > 0 || a->port->kept_blocks < FWX__ARENA_KEPT_BLOCKS;
+}
+
 const void *fwx_data_block(const char *data) { return arena_of(data); }
 
 void fwx_data_release(const char *data, size_t regions) {

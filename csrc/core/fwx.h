@@ -106,6 +106,7 @@ void fwx_completion_release(fwx_completion_t *c);
  * fwx_data_release(data, n) gives back n kept regions of data's block at once (any
  * address in the block will do), so a holder may count them per block. */
 int fwx_completion_keep_data(fwx_completion_t *c);
+int fwx_data_may_keep(const char *data); /* whether keeping them would succeed now */
 const void *fwx_data_block(const char *data);
 void fwx_data_release(const char *data, size_t regions);
 /* Arena blocks now holding kept bytes, and emptied blocks kept for reuse. */
