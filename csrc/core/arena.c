@@ -156,24 +156,22 @@ void fwx__arena_release(const char *data) {
     retire(port, a);
 }
 
+int fwx_data_may_keep(const char *data) {
+  const fwx__arena_t *a = arena_of(data);
+  return a->kept > 0 || a->port->kept_blocks < FWX__ARENA_KEPT_BLOCKS;
+}
+
 /* Hold the region at data (a packet's bytes) past the packet's release. A block with
  * kept regions holds a reference to its port, so that a region can be let go after the
  * port was closed. */
 int fwx__arena_keep(const char *data) {
   fwx__arena_t *a = arena_of(data);
-  fwx_port_t *port = a->port;
-  if (a->kept == 0) {
-    if (port->kept_blocks >= FWX__ARENA_KEPT_BLOCKS) return 0;
-    port->kept_blocks++;
-    fwx_port_ref(port);
+  if (!fwx_data_may_keep(data)) return 0;
+  if (a->kept++ == 0) {
+    a->port->kept_blocks++;
+    fwx_port_ref(a->port);
   }
-  a->kept++;
   return 1;
-}
-
-int fwx_data_may_keep(const char *data) {
-  const fwx__arena_t *a = arena_of(data);
-  return a->kept > 0 || a->port->kept_blocks < FWX__ARENA_KEPT_BLOCKS;
 }
 
 const void *fwx_data_block(const char *data) { return arena_of(data); }

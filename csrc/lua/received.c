@@ -83,7 +83,7 @@ void lfwx_push_received(lua_State *L, lfwx_service_t *sv, int svidx, fwx_complet
     k = lfwx_newobject(L, sizeof *k, LFWX_BLOCK, 0);
     fresh = 1;
   }
-  if (!fwx_completion_keep_data(c)) {
+  if (!fwx_completion_keep_data(c)) { /* a finalizer run by the allocations kept more */
     lua_pop(L, 1 + fresh);
     lfwx_push_buffer(L, data, c->bytes, c->bytes, 0);
     return;
