@@ -180,6 +180,11 @@ fwx_proto_t fwx_socket_proto(const fwx_socket_t *s);
 fwx_port_t *fwx_socket_port(const fwx_socket_t *s);
 int fwx_socket_receiving(const fwx_socket_t *s); /* a Recv is pending or queued */
 int fwx_socket_closed(const fwx_socket_t *s);
+/* The key the socket's last receive was started with (it stays after the receive). */
+uintptr_t fwx_socket_recv_key(const fwx_socket_t *s);
+/* One bit the socket's owner may use as it likes; the core never reads it. */
+int fwx_socket_mark(const fwx_socket_t *s);
+void fwx_socket_set_mark(fwx_socket_t *s, int on);
 int fwx_socket_bind(fwx_socket_t *s, const struct sockaddr *addr);
 int fwx_socket_listen(fwx_socket_t *s, int backlog);
 int fwx_socket_accept(fwx_socket_t *s, uintptr_t key);

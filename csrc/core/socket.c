@@ -76,6 +76,9 @@ fwx_proto_t fwx_socket_proto(const fwx_socket_t *s) { return (fwx_proto_t)s->pro
 fwx_port_t *fwx_socket_port(const fwx_socket_t *s) { return fwx__socket_port(s); }
 int fwx_socket_receiving(const fwx_socket_t *s) { return s->recv_op.state != FWX__IDLE; }
 int fwx_socket_closed(const fwx_socket_t *s) { return s->closed; }
+uintptr_t fwx_socket_recv_key(const fwx_socket_t *s) { return s->recv_op.key; }
+int fwx_socket_mark(const fwx_socket_t *s) { return s->owner_mark; }
+void fwx_socket_set_mark(fwx_socket_t *s, int on) { s->owner_mark = on != 0; }
 
 int fwx_socket_fd(fwx_socket_t *s) {
   uv_os_fd_t fd;

@@ -57,6 +57,19 @@ int lfwx_keep_chunk(lua_State *L, int keep_idx, int slot) {
   return (slot - 1) % LFWX_KEEP_CHUNK + 1;
 }
 
+/* Take the socket s out of the keep slot it holds (its mark says it holds one: the
+ * slot of its last receive's key). svidx: the service box. */
+void lfwx_unkeep(lua_State *L, lfwx_service_t *sv, int svidx, fwx_socket_t *s) {
+  int slot = (int)(fwx_socket_recv_key(s) >> LFWX_A_WIDTH), at;
+  lua_getiuservalue(L, svidx, LFWX_UV_KEEP);
+  at = lfwx_keep_chunk(L, lua_gettop(L), slot);
+  lua_pushnil(L);
+  lua_rawseti(L, -2, at);
+  lua_pop(L, 2);
+  lfwx_slot_give(&sv->kept, slot);
+  fwx_socket_set_mark(s, 0);
+}
+
 void lfwx_slot_give(lfwx_slots_t *slots, int slot) {
   slots->free[slots->nfree++] = slot;
   slots->live--;
@@ -191,21 +204,20 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
                     fwx_completion_t *c) {
   int key = (int)c->key, base = ((key >> LFWX_A_WIDTH) - 1) * LFWX_A_WIDTH;
   int top = lua_gettop(L), sink = top + 1, ud = top + 2, obj = top + 3, extra = top + 4;
-  int nargs, i;
+  int nargs, i, kept = LFWX_KEY_IS_KEPT(key);
   fwx_op_kind_t kind = c->kind;
 
-  if (LFWX_KEY_IS_KEPT(key)) {
+  if (kept) {
     /* A socket's own receive: the socket from the keep table, sink and user data from
      * it. They stay in the socket until its next receive: a socket holds at most one
-     * of each, and not clearing them is two table writes less per message. */
+     * of each, and not clearing them is two table writes less per message. The socket
+     * stays in its keep slot while the handler runs, so that a handler that receives
+     * again (most do) reuses the slot; after it, the slot is let go if it did not. */
     int slot = key >> LFWX_A_WIDTH, at;
     lua_getiuservalue(L, svidx, LFWX_UV_KEEP);
     at = lfwx_keep_chunk(L, top + 1, slot);
     lua_replace(L, top + 1); /* the chunk */
     lua_rawgeti(L, top + 1, at);
-    lua_pushnil(L);
-    lua_rawseti(L, top + 1, at);
-    lfwx_slot_give(&sv->kept, slot);
     lua_getiuservalue(L, top + 2, LFWX_SOCKET_UV_SINK);
     lua_getiuservalue(L, top + 2, LFWX_SOCKET_UV_UD); /* chunk, socket, sink, ud */
     lua_rotate(L, top + 1, 2);                          /* sink, ud, chunk, socket */
@@ -327,6 +339,11 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
    * the handler runs (and may raise). */
   fwx_completion_release(c);
   if (lua_pcall(L, nargs, 0, msgh) != LUA_OK) report(L, svidx, obj, kind);
+  if (kept) {
+    fwx_socket_t *s = ((lfwx_socket_t *)lua_touserdata(L, obj))->s;
+    if (s != NULL && fwx_socket_mark(s) && !fwx_socket_receiving(s))
+      lfwx_unkeep(L, sv, svidx, s);
+  }
   lua_settop(L, top);
   if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
 }

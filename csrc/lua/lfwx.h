@@ -44,7 +44,9 @@ enum { LFWX_RING_WIDTH = 3, LFWX_RING_SLOTS = 1024 * LFWX_RING_WIDTH };
  * socket box's user values and the box in a one-value slot of the keep table: an idle
  * connection waits in a receive, and a row of the anchor table is four values. Its key
  * is slot << 4 with no value bits, which no anchored operation has (a sink is never
- * nil). */
+ * nil). The core socket's mark says the box holds a keep slot, the one of its last
+ * receive's key: from the receive until the end of its delivery, and on through the
+ * next receive when the handler receives again. */
 enum { LFWX_SOCKET_UV_SERVICE = 1, LFWX_SOCKET_UV_SINK = 2, LFWX_SOCKET_UV_UD = 3,
        LFWX_SOCKET_NUV = 3 };
 #define LFWX_KEY_IS_KEPT(key) (((key) & ((1 << LFWX_A_WIDTH) - 1)) == 0)
@@ -114,6 +116,7 @@ void lfwx_unanchor(lua_State *L, lfwx_service_t *sv, int tidx, int key);
 int lfwx_push_anchors(lua_State *L, int svidx); /* returns its index */
 int lfwx_slot_take(lua_State *L, lfwx_slots_t *slots);
 int lfwx_keep_chunk(lua_State *L, int keep_idx, int slot);
+void lfwx_unkeep(lua_State *L, lfwx_service_t *sv, int svidx, fwx_socket_t *s);
 void lfwx_slot_give(lfwx_slots_t *slots, int slot);
 void lfwx_check_sink(lua_State *L, int idx, const char *method, int optional);
 int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_t timeout);

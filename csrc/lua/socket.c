@@ -127,8 +127,20 @@ static int l_connect(lua_State *L) {
 static int recv_kept(lua_State *L, lfwx_socket_t *box) {
   lfwx_service_t *sv = service_of(box);
   int slot, r, kidx, at;
+  uintptr_t key;
   if (sv->closing || sv->closed) return luaL_error(L, "service is closed");
   if (fwx_socket_receiving(box->s)) return lfwx_raise(L, FWX_EBUSY, "socket");
+  lua_pushvalue(L, 3);
+  lua_setiuservalue(L, 1, LFWX_SOCKET_UV_SINK);
+  lua_pushvalue(L, 4);
+  lua_setiuservalue(L, 1, LFWX_SOCKET_UV_UD);
+  if (fwx_socket_mark(box->s)) {
+    /* Called from its own delivery: the socket is still in its keep slot. If the
+     * start fails, the delivery lets the slot go. */
+    key = fwx_socket_recv_key(box->s);
+    r = fwx_socket_recv(box->s, NULL, key);
+    return r != 0 ? lfwx_raise(L, r, "socket") : 0;
+  }
   lua_getiuservalue(L, 1, LFWX_SOCKET_UV_SERVICE);
   lua_getiuservalue(L, -1, LFWX_UV_KEEP);
   kidx = lua_gettop(L);
@@ -137,17 +149,15 @@ static int recv_kept(lua_State *L, lfwx_socket_t *box) {
   kidx = lua_gettop(L);
   lua_pushvalue(L, 1);
   lua_rawseti(L, kidx, at);
-  lua_pushvalue(L, 3);
-  lua_setiuservalue(L, 1, LFWX_SOCKET_UV_SINK);
-  lua_pushvalue(L, 4);
-  lua_setiuservalue(L, 1, LFWX_SOCKET_UV_UD);
-  r = fwx_socket_recv(box->s, NULL, (uintptr_t)slot << LFWX_A_WIDTH);
+  key = (uintptr_t)slot << LFWX_A_WIDTH;
+  r = fwx_socket_recv(box->s, NULL, key);
   if (r != 0) {
     lua_pushnil(L);
     lua_rawseti(L, kidx, at);
     lfwx_slot_give(&sv->kept, slot);
     return lfwx_raise(L, r, "socket");
   }
+  fwx_socket_set_mark(box->s, 1);
   return 0;
 }
 
@@ -166,6 +176,13 @@ static int l_recv(lua_State *L) {
     r = fwx_buffer_writable(buf);
     if (r == FWX_ELOCKED) luaL_argerror(L, 2, "buffer is lent to a pending operation");
     if (r != 0) luaL_argerror(L, 2, "buffer is constant");
+  }
+  if (fwx_socket_mark(box->s) && !fwx_socket_receiving(box->s)) {
+    /* From its own delivery, still in its keep slot: this receive's key replaces
+     * that slot's, so let the slot go now. */
+    lua_getiuservalue(L, 1, LFWX_SOCKET_UV_SERVICE);
+    lfwx_unkeep(L, service_of(box), lua_gettop(L), box->s);
+    lua_pop(L, 1);
   }
   sv = open_service(L, box, &t);
   slot = lfwx_anchor(L, sv, t, 1, 3, 4, buf != NULL ? 2 : 0);

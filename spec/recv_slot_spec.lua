@@ -1,0 +1,177 @@
+-- A socket's own receive (Recv(nil)) holds the socket in a keep slot of its service.
+-- The slot is kept through the delivery, so that a handler that receives again reuses
+-- it, and let go after the handler when it did not (csrc/lua/dispatch.c, deliver).
+-- These attack that: handlers that receive again and then close, switch to a
+-- receive into their own buffer, fail to start the next receive, raise, or close the
+-- whole service; and many sockets whose slots are let go and taken again, each
+-- notification checked to reach its own socket. fw:anchored() counts the slots held;
+-- the helper checks it is 0 after every test.
+local H = require "spec.helper"
+
+describe("a socket's own receive and its keep slot", function()
+  before_each(H.before)
+  after_each(H.after)
+
+  -- n connected pairs in fw: the accepted sockets and the client sockets, in order.
+  local function pairs_of(fw, n)
+    local ls, port = H.listener(fw, n)
+    local servers, clients = {}, {}
+    local function on_accept(ok, err, l, s)
+      assert(ok, err)
+      servers[#servers + 1] = s
+      if #servers < n then l:Accept(on_accept) else l:Close() end
+    end
+    ls:Accept(on_accept)
+    for i = 1, n do
+      local c = fw:CreateNetworkSocket("tcp")
+      c:Connect("127.0.0.1", port, function(ok, err, s) assert(ok, err); clients[i] = s end)
+      H.run_until(fw, function() return servers[i] and clients[i] end)
+    end
+    return servers, clients
+  end
+
+  it("is held while a receive is pending and let go when the handler does not receive again", function()
+    local fw = H.new()
+    local s, c = pairs_of(fw, 1)
+    s, c = s[1], c[1]
+    local got = {}
+    local function on_recv(ok, err, b)
+      assert(ok, err)
+      got[#got + 1] = tostring(b)
+      if #got < 3 then s:Recv(nil, on_recv) end
+    end
+    s:Recv(nil, on_recv)
+    assert.equal(1, fw:anchored())
+    for i = 1, 3 do
+      c:Send("m" .. i)
+      H.run_until(fw, function() return #got == i end)
+      assert.equal(i < 3 and 1 or 0, fw:anchored())
+    end
+    assert.same({ "m1", "m2", "m3" }, got)
+    s:Close(); c:Close()
+    H.run(fw)
+  end)
+
+  -- Closing the service drains it: the 995 of the new receive is delivered inside
+  -- the handler that started it, and the slot must still be let go once.
+  for _, what in ipairs{ "socket", "service" } do
+    it("is let go once when a handler receives again and then closes the " .. what, function()
+      local fw = H.new()
+      local s, c = pairs_of(fw, 1)
+      s, c = s[1], c[1]
+      local calls = {}
+      local function on_recv(ok, err, b)
+        calls[#calls + 1] = err
+        if ok and #b > 0 then
+          s:Recv(nil, on_recv)
+          if what == "socket" then s:Close() else fw:Close() end
+        end
+      end
+      s:Recv(nil, on_recv)
+      c:Send("x")
+      H.run_until(fw, function() return #calls == 2 end)
+      assert.same({ 0, 995 }, calls) -- the data, then the receive the close ended
+      assert.equal(0, fw:anchored())
+      c:Close()
+      if what == "socket" then H.run(fw) end
+    end)
+  end
+
+  it("is let go when the handler receives into its own buffer, and taken again after", function()
+    local fw = H.new()
+    local s, c = pairs_of(fw, 1)
+    s, c = s[1], c[1]
+    local own = fw:CreateBuffer(16)
+    local got, on_own = {}, nil
+    local function on_kept(ok, err, b)
+      if err == 995 then return end -- the receive pending when the test closes
+      assert(ok, err)
+      got[#got + 1] = "kept:" .. tostring(b)
+      if #got < 4 then s:Recv(own, on_own) end
+    end
+    function on_own(ok, err, b)
+      assert(ok, err)
+      assert.equal(own, b)
+      got[#got + 1] = "own:" .. tostring(b)
+      s:Recv(nil, on_kept)
+    end
+    s:Recv(nil, on_kept)
+    for i = 1, 4 do
+      c:Send("m" .. i)
+      H.run_until(fw, function() return #got == i end)
+      -- one slot while a receive of its own is pending, none during one into `own`
+      -- (that one is anchored instead: one anchor row)
+      assert.equal(1, fw:anchored())
+    end
+    assert.same({ "kept:m1", "own:m2", "kept:m3", "own:m4" }, got)
+    s:Close(); c:Close()
+    H.run(fw)
+  end)
+
+  it("is let go when the next receive cannot start, or the handler raises", function()
+    local fw, errors = H.collecting()
+    local s, c = pairs_of(fw, 1)
+    s, c = s[1], c[1]
+    local start_error
+    s:Recv(nil, function(ok, err)
+      assert(ok, err)
+      s:Close()
+      local started, e = pcall(s.Recv, s, nil, function() end)
+      assert(not started)
+      start_error = e
+      error("handler fails after that")
+    end)
+    c:Send("x")
+    H.run_until(fw, function() return start_error ~= nil end)
+    assert.matches("closed", start_error)
+    assert.equal(1, #errors)
+    assert.matches("handler fails after that", errors[1])
+    for i = #errors, 1, -1 do errors[i] = nil end
+    assert.equal(0, fw:anchored())
+    c:Close()
+    H.run(fw)
+  end)
+
+  it("delivers to the right socket while slots are let go and taken again", function()
+    local fw = H.new()
+    local N, ROUNDS = 24, 12
+    local servers, clients = pairs_of(fw, N)
+    local own = {}
+    local done, wrong, got = 0, 0, {}
+    local start
+    -- Socket i's handler checks the notification is its own (user data i), then, by
+    -- round, receives again, receives into its own buffer, or lets a timer start the
+    -- next receive later (its slot goes back meanwhile and another socket may take it).
+    local function handler(i)
+      return function(ok, err, b, ud)
+        assert(ok, err)
+        if ud ~= i then wrong = wrong + 1 end
+        got[i] = (got[i] or 0) + 1
+        local n = got[i]
+        if n == ROUNDS then done = done + 1; return end
+        clients[i]:Send(("%d:%d"):format(i, n + 1))
+        local how = (i + n) % 3
+        if how == 0 then
+          start(i, nil)
+        elseif how == 1 then
+          start(i, own[i])
+        else
+          fw:SetTimer((i % 3) + 1, function() start(i, nil) end)
+        end
+      end
+    end
+    local handlers = {}
+    function start(i, buf) servers[i]:Recv(buf, handlers[i], i) end
+    for i = 1, N do
+      own[i] = fw:CreateBuffer(64)
+      handlers[i] = handler(i)
+      start(i, nil)
+      clients[i]:Send(("%d:%d"):format(i, 1))
+    end
+    H.run_until(fw, function() return done == N end, math.max(20000, 4 * H.TIMEOUT_MS))
+    assert.equal(0, wrong)
+    assert.equal(0, fw:anchored())
+    for i = 1, N do servers[i]:Close(); clients[i]:Close() end
+    H.run(fw)
+  end)
+end)
