@@ -157,6 +157,51 @@ describe("tcp sockets", function()
     for i = 1, n do assert.equal(i, order[i]) end
   end)
 
+  -- A sink-less Send that the kernel takes whole at once makes no record at all; one
+  -- issued while writes are queued must still go out behind them.
+  it("keeps the byte order when sink-less sends go straight out and others queue", function()
+    local fw = H.new()
+    local expected, got, done, notified = {}, {}, false, {}
+    pair(fw, function(server, client)
+      local before = fw:pending()
+      client:Send("first|")
+      assert.equal(before, fw:pending()) -- written at once, nothing to tell: no record
+      expected[1] = "first|"
+      for i = 1, 300 do
+        local piece
+        if i % 10 == 0 then
+          piece = ("<%d:%s>"):format(i, ("y"):rep(200 * 1024)) -- fills the socket buffer
+        else
+          piece = ("<%d>"):format(i)
+        end
+        expected[#expected + 1] = piece
+        if i % 3 == 0 then
+          client:Send(piece, function(ok, err, _, ud) assert(ok, err); notified[#notified + 1] = ud end, i)
+        else
+          client:Send(piece)
+        end
+      end
+      client:Shutdown()
+      -- read only later, so that writes queue behind a full socket buffer meanwhile
+      fw:SetTimer(30, function()
+        local function on_recv(ok, err, b)
+          assert(ok, err)
+          if #b == 0 then done = true; server:Close(); client:Close(); return end
+          got[#got + 1] = tostring(b)
+          server:Recv(nil, on_recv)
+        end
+        server:Recv(nil, on_recv)
+      end)
+    end)
+    H.run(fw, 20000)
+    assert.is_true(done)
+    local want, have = table.concat(expected), table.concat(got)
+    assert.equal(#want, #have)
+    assert.is_true(want == have, "the bytes arrived out of order")
+    assert.equal(100, #notified)
+    for k = 1, 100 do assert.equal(3 * k, notified[k]) end
+  end)
+
   it("Close with operations pending ends each with exactly one 995", function()
     local fw = H.new()
     local recv_calls, accept_calls, send_calls = {}, {}, {}

@@ -270,8 +270,9 @@ void fwx__reader_init(fwx__reader_t *r, uv_stream_t *stream, int socket);
 int fwx__reader_recv(uv_stream_t *stream, fwx_op_t *op);
 void fwx__reader_cancel(uv_stream_t *stream, int status);
 int fwx__reader_cancel_op(uv_stream_t *stream, fwx_op_t *op);
+int fwx__stream_try_write(uv_stream_t *stream, const char *data, size_t len);
 int fwx__stream_write(uv_stream_t *stream, uv_write_t *req, fwx_op_t *op,
-                      const char *data, size_t len);
+                      const char *data, size_t len, int written);
 
 /* socket.c / udp.c */
 void fwx__socket_write_failed(uv_stream_t *stream, int status);

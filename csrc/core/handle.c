@@ -167,7 +167,9 @@ int fwx_handle_write(fwx_handle_t *h, fwx_op_t *op, fwx_buffer_t *buf, int64_t o
   op->lent = 1; /* released at dequeue: a write hands no buffer back */
   if (!h->is_file)
     return fwx__stream_write(&h->uv.stream, &ro->req.write, op, fwx_buffer_data(buf),
-                             fwx_buffer_size(buf));
+                             fwx_buffer_size(buf),
+                             fwx__stream_try_write(&h->uv.stream, fwx_buffer_data(buf),
+                                                   fwx_buffer_size(buf)));
   start_fs(h, ro, offset);
   b = uv_buf_init(fwx_buffer_data(buf), (unsigned)fwx_buffer_size(buf));
   r = uv_fs_write(&h->port->loop, &ro->req.fs, h->fd, &b, 1, ro->offset, fs_cb);

@@ -277,9 +277,16 @@ int fwx_socket_recv(fwx_socket_t *s, fwx_buffer_t *buf, uintptr_t key) {
 int fwx_socket_send(fwx_socket_t *s, fwx_buffer_t *buf, const char *data, size_t len,
                     const struct sockaddr *to, int notify, uintptr_t key) {
   fwx__sendop_t *so;
+  int written = 0;
   if (s->closed || fwx__socket_port(s)->closing) return FWX_ECLOSED;
   if (s->listening || (to != NULL && s->proto != FWX_UDP)) return FWX_ESTATE;
   if (fwx__socket_pump(s) != NULL) return FWX_EPUMPING;
+  if (s->proto == FWX_TCP && !s->shut && !s->uv_closing) {
+    written = fwx__stream_try_write(&s->uv.stream, buf != NULL ? fwx_buffer_data(buf) : data,
+                                    buf != NULL ? fwx_buffer_size(buf) : len);
+    /* All gone at once, and nobody to tell: no record at all. */
+    if (!notify && buf == NULL && written >= 0 && (size_t)written == len) return 0;
+  }
   so = fwx__sendop_alloc(fwx__socket_port(s));
   if (so == NULL) return UV_ENOMEM;
   so->op.notify = (unsigned char)(notify != 0);
@@ -301,7 +308,7 @@ int fwx_socket_send(fwx_socket_t *s, fwx_buffer_t *buf, const char *data, size_t
     return 0;
   }
   if (s->proto == FWX_UDP) return fwx__udp_send(s, so, data, len, to);
-  return fwx__stream_write(&s->uv.stream, &so->req.write, &so->op, data, len);
+  return fwx__stream_write(&s->uv.stream, &so->req.write, &so->op, data, len, written);
 }
 
 static void close_now(fwx_socket_t *s, int abortive) {

@@ -182,31 +182,41 @@ static void write_cb(uv_write_t *req, int status) {
   if (status < 0 && status != UV_ECANCELED && r->socket) fwx__socket_write_failed(req->handle, status);
 }
 
-/* Write data/len (which op->buf holds, or which the caller only lends for this call):
- * uv_try_write first, since libuv 1.44's uv_write costs an epoll_ctl per call, then
- * queue the rest, copying borrowed bytes only when they must outlive the call. */
-int fwx__stream_write(uv_stream_t *stream, uv_write_t *req, fwx_op_t *op,
-                      const char *data, size_t len) {
+/* Write what the kernel takes at once, when nothing is queued before it: uv_try_write
+ * first, since libuv 1.44's uv_write costs an epoll_ctl per call. Returns the bytes
+ * written (0 when writes are queued, or the kernel takes none now) or a libuv error. */
+int fwx__stream_try_write(uv_stream_t *stream, const char *data, size_t len) {
   fwx__reader_t *r = stream->data;
   uv_buf_t b;
-  int n = 0, rc;
+  int n;
+  if (r->writes > 0 || len == 0) return 0;
+  b = uv_buf_init((char *)data, (unsigned)len);
+  n = uv_try_write(stream, &b, 1);
+  return n == UV_EAGAIN || n == UV_ENOSYS ? 0 : n;
+}
 
-  if (r->writes == 0 && len > 0) {
-    b = uv_buf_init((char *)data, (unsigned)len);
-    n = uv_try_write(stream, &b, 1);
-    if (n < 0 && n != UV_EAGAIN && n != UV_ENOSYS) {
-      fwx__op_complete(op, n);
-      return 0;
-    }
-    if (n < 0) n = 0;
+/* Write data/len (which op->buf holds, or which the caller only lends for this call),
+ * of which fwx__stream_try_write already wrote `written` (or failed with it): queue
+ * the rest, copying borrowed bytes only when they must outlive the call. */
+int fwx__stream_write(uv_stream_t *stream, uv_write_t *req, fwx_op_t *op,
+                      const char *data, size_t len, int written) {
+  fwx__reader_t *r = stream->data;
+  uv_buf_t b;
+  int rc;
+  size_t n;
+
+  if (written < 0) {
+    fwx__op_complete(op, written);
+    return 0;
   }
+  n = (size_t)written;
   op->bytes = len;
-  if ((size_t)n == len && r->writes == 0) {
+  if (n == len && r->writes == 0) {
     fwx__op_complete(op, 0);
     return 0;
   }
   if (op->buf == NULL) {
-    op->buf = fwx_buffer_const(data + n, len - (size_t)n);
+    op->buf = fwx_buffer_const(data + n, len - n);
     if (op->buf == NULL) {
       fwx__op_complete(op, UV_ENOMEM);
       return 0;
@@ -217,7 +227,7 @@ int fwx__stream_write(uv_stream_t *stream, uv_write_t *req, fwx_op_t *op,
   } else {
     data += n;
   }
-  b = uv_buf_init((char *)data, (unsigned)(len - (size_t)n));
+  b = uv_buf_init((char *)data, (unsigned)(len - n));
   req->data = op;
   rc = uv_write(req, stream, &b, 1, write_cb);
   if (rc != 0) {
