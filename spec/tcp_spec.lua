@@ -23,6 +23,19 @@ local function pair(fw, cb)
   end)
 end
 
+-- After ms, receive on server until the peer's FIN (or until each(bytes) returns
+-- true), then close both: the sends meanwhile queue behind a full socket buffer.
+local function drain_later(fw, server, client, ms, each)
+  fw:SetTimer(ms, function()
+    local function on_recv(ok, err, b)
+      assert(ok, err)
+      if #b == 0 or each(b) then server:Close(); client:Close(); return end
+      server:Recv(nil, on_recv)
+    end
+    server:Recv(nil, on_recv)
+  end)
+end
+
 describe("tcp sockets", function()
   before_each(H.before)
   after_each(H.after)
@@ -141,14 +154,9 @@ describe("tcp sockets", function()
           order[#order + 1] = ud
         end, i)
       end
-      -- read slowly at first: let the sends queue up, then drain
-      fw:SetTimer(50, function()
-        local function on_recv(ok, err, b)
-          total = total + #b
-          if total >= n * #chunk or #b == 0 then server:Close(); client:Close() return end
-          server:Recv(nil, on_recv)
-        end
-        server:Recv(nil, on_recv)
+      drain_later(fw, server, client, 50, function(b)
+        total = total + #b
+        return total >= n * #chunk
       end)
     end)
     H.run(fw, 20000)
@@ -161,7 +169,7 @@ describe("tcp sockets", function()
   -- issued while writes are queued must still go out behind them.
   it("keeps the byte order when sink-less sends go straight out and others queue", function()
     local fw = H.new()
-    local expected, got, done, notified = {}, {}, false, {}
+    local expected, got, notified = {}, {}, {}
     pair(fw, function(server, client)
       local before = fw:pending()
       client:Send("first|")
@@ -182,19 +190,9 @@ describe("tcp sockets", function()
         end
       end
       client:Shutdown()
-      -- read only later, so that writes queue behind a full socket buffer meanwhile
-      fw:SetTimer(30, function()
-        local function on_recv(ok, err, b)
-          assert(ok, err)
-          if #b == 0 then done = true; server:Close(); client:Close(); return end
-          got[#got + 1] = tostring(b)
-          server:Recv(nil, on_recv)
-        end
-        server:Recv(nil, on_recv)
-      end)
+      drain_later(fw, server, client, 30, function(b) got[#got + 1] = tostring(b) end)
     end)
     H.run(fw, 20000)
-    assert.is_true(done)
     local want, have = table.concat(expected), table.concat(got)
     assert.equal(#want, #have)
     assert.is_true(want == have, "the bytes arrived out of order")
