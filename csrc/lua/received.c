@@ -70,7 +70,7 @@ int lfwx_arena_stats(lua_State *L) {
  * bytes are kept, so that an error cannot leave kept bytes without an owner. */
 void lfwx_push_received(lua_State *L, lfwx_service_t *sv, int svidx, fwx_completion_t *c) {
   const char *data = c->data;
-  lfwx_block_t *k = sv->block;
+  lfwx_block_t *k;
   int fresh = 0;
   char *p;
 
@@ -79,6 +79,9 @@ void lfwx_push_received(lua_State *L, lfwx_service_t *sv, int svidx, fwx_complet
     return;
   }
   p = lua_newuserdatauv(L, LFWX_BUFFER_OFFSET + fwx_buffer_place_size(0), 1);
+  /* Read after the allocation: a finalizer it ran may have closed the service, which
+   * drops the block object it held, and that object may be gone. */
+  k = sv->block;
   if (k == NULL || fwx_data_block(k->data) != fwx_data_block(data)) {
     k = lfwx_newobject(L, sizeof *k, LFWX_BLOCK, 0);
     fresh = 1;
