@@ -26,7 +26,8 @@ build = {
     fwx = "lua/fwx/init.lua",
     ["fwx.core"] = {
       sources = {
-        "csrc/core/arena.c", "csrc/core/buffer.c", "csrc/core/error.c", "csrc/core/handle.c",
+        "csrc/core/arena.c", "csrc/core/buffer.c", "csrc/core/deferred.c", "csrc/core/error.c",
+        "csrc/core/handle.c",
         "csrc/core/lookup.c", "csrc/core/overlapped.c", "csrc/core/port.c",
         "csrc/core/pump.c", "csrc/core/socket.c", "csrc/core/stream.c", "csrc/core/timer.c",
         "csrc/core/udp.c",

@@ -6,20 +6,7 @@
 local H = require "spec.helper"
 local fwx = require "fwx"
 
--- The bytes a sender puts at positions from .. from+n-1 (0-based) of stream `id`: byte
--- i is (id * 31 + i) % 251, so the stream repeats every 251 bytes.
-local cycles = {}
-local function pattern(id, from, n)
-  local cycle = cycles[id]
-  if cycle == nil then
-    local t = {}
-    for i = 0, 250 do t[#t + 1] = string.char((id * 31 + i) % 251) end
-    cycle = table.concat(t)
-    cycles[id] = cycle
-  end
-  local start = from % 251
-  return (cycle:rep((start + n) // 251 + 1)):sub(start + 1, start + n)
-end
+local pattern = H.pattern
 
 describe("the receive arena", function()
   before_each(H.before)

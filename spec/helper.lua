@@ -164,6 +164,40 @@ function H.listener(fw, backlog)
   return ls, ls:GetSockName().port
 end
 
+-- The bytes a sender puts at positions from .. from+n-1 (0-based) of stream `id`: byte
+-- i is (id * 31 + i) % 251, so the stream repeats every 251 bytes and streams differ.
+local cycles = {}
+function H.pattern(id, from, n)
+  local cycle = cycles[id]
+  if cycle == nil then
+    local t = {}
+    for i = 0, 250 do t[#t + 1] = string.char((id * 31 + i) % 251) end
+    cycle = table.concat(t)
+    cycles[id] = cycle
+  end
+  local start = from % 251
+  return (cycle:rep((start + n) // 251 + 1)):sub(start + 1, start + n)
+end
+
+--- n connected TCP pairs in fw: the accepted sockets and the client sockets, in
+-- order (servers[i] is clients[i]'s peer: they connect one at a time).
+function H.pairs(fw, n)
+  local ls, port = H.listener(fw, n)
+  local servers, clients = {}, {}
+  local function on_accept(ok, err, l, s)
+    assert(ok, err)
+    servers[#servers + 1] = s
+    if #servers < n then l:Accept(on_accept) else l:Close() end
+  end
+  ls:Accept(on_accept)
+  for i = 1, n do
+    local c = fw:CreateNetworkSocket("tcp")
+    c:Connect("127.0.0.1", port, function(ok, err, s) assert(ok, err); clients[i] = s end)
+    H.run_until(fw, function() return servers[i] and clients[i] end)
+  end
+  return servers, clients
+end
+
 --- Count calls: returns a sink that records its arguments, and the record.
 function H.recorder()
   local calls = {}

@@ -12,23 +12,7 @@ describe("a socket's own receive and its keep slot", function()
   before_each(H.before)
   after_each(H.after)
 
-  -- n connected pairs in fw: the accepted sockets and the client sockets, in order.
-  local function pairs_of(fw, n)
-    local ls, port = H.listener(fw, n)
-    local servers, clients = {}, {}
-    local function on_accept(ok, err, l, s)
-      assert(ok, err)
-      servers[#servers + 1] = s
-      if #servers < n then l:Accept(on_accept) else l:Close() end
-    end
-    ls:Accept(on_accept)
-    for i = 1, n do
-      local c = fw:CreateNetworkSocket("tcp")
-      c:Connect("127.0.0.1", port, function(ok, err, s) assert(ok, err); clients[i] = s end)
-      H.run_until(fw, function() return servers[i] and clients[i] end)
-    end
-    return servers, clients
-  end
+  local pairs_of = H.pairs
 
   it("is held while a receive is pending and let go when the handler does not receive again", function()
     local fw = H.new()

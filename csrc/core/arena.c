@@ -27,14 +27,16 @@
 
 /* Bytes one poll may read into the arena. A poll reads every ready socket before any
  * handler runs: without a bound, 10 000 connections with 64 KiB waiting each would
- * take 640 MiB of blocks in one poll. Past the budget a read is deferred: libuv
- * reports UV_ENOBUFS, the socket stays armed, and since epoll is level-triggered the
- * next poll, after the handlers ran, reads it. Each deferral costs a trip through
- * libuv's read path, and a poll defers every ready socket past the budget, so the
- * budget is not small: at 500 connections x 4 KiB, 256 KiB cost 20% more instructions
- * per message than 1 MiB, which measured the same as no budget (callgrind). */
+ * take 640 MiB of blocks in one poll. And every byte read waits there for its handler,
+ * whose echo or forward copies it out again: at 500 connections x 4 KiB, with 1 MiB
+ * read per poll, the kernel's copy of what handlers sent took three times as long as
+ * a C server's, whose bytes were still in the cache. Past the budget a socket's read
+ * is deferred and queued, and done before the next poll (deferred.c); a pipe's or a
+ * UDP socket's is left to the next poll. Measured at 500 x 4 KiB against 1 MiB
+ * (bench/, interleaved): 256 KiB took 13% less CPU per message and 128 KiB the same
+ * as 256; bulk echo (64 KiB reads) was no worse at 256 KiB. */
 #ifndef FWX__READ_BUDGET
-#define FWX__READ_BUDGET (1024 * 1024)
+#define FWX__READ_BUDGET (256 * 1024)
 #endif
 
 struct fwx__arena {
@@ -63,15 +65,19 @@ static void retire(fwx_port_t *port, fwx__arena_t *a) {
   }
 }
 
-/* Whether a read may go on in this poll. Fairness: the level-triggered poll reports
- * ready sockets in the same order every time, so the reads past the budget would be
- * the same sockets poll after poll while the first ones keep getting served (at 500
- * connections x 4 KiB, a p99 of 90 ms against 15 without the budget). So a read counts
- * the polls it has been deferred in a row (its age), and the oldest reads of the last
- * poll go first: until they have all been read, younger reads wait (and age). A
- * socket read once then waits behind every socket deferred meanwhile: round robin. */
+/* Whether a read may go on in this poll. A socket's read (age NULL) needs only budget
+ * left: one refused is queued and read before the next poll (deferred.c). The others
+ * (hooked pipes, UDP) are left to the next poll, and since the level-triggered poll
+ * reports ready descriptors in the same order every time, the reads past the budget
+ * would be the same ones poll after poll while the first ones keep getting served. So
+ * such a read counts the polls it has been deferred in a row (its age), and the oldest
+ * reads of the last poll go first: until they have all been read, younger reads wait
+ * (and age). A descriptor read once then waits behind every one deferred meanwhile:
+ * round robin. */
 static int admit(fwx_port_t *port, unsigned char *age) {
-  int oldest = *age > 0 && *age == port->oldest_age;
+  int oldest;
+  if (age == NULL) return port->read_budget > 0;
+  oldest = *age > 0 && *age == port->oldest_age;
   if (port->read_budget > 0 && (oldest || port->oldest_left == 0)) {
     if (oldest && port->oldest_left > 0) port->oldest_left--; /* a stale age may match */
     *age = 0;
@@ -83,16 +89,16 @@ static int admit(fwx_port_t *port, unsigned char *age) {
     port->next_oldest_count = 0;
   }
   if (*age == port->next_oldest_age) port->next_oldest_count++;
-  port->refused = age;
   return 0;
 }
 
 /* The free tail of the current block, at least FWX__READ_CHUNK long, for a read whose
- * deferral age is *age; NULL when the read must wait for the next poll, or out of
- * memory (libuv then reports UV_ENOBUFS to the read). */
-char *fwx__arena_tail(fwx_port_t *port, size_t *room, unsigned char *age) {
+ * deferral age is *age (NULL: a socket's, see admit); NULL when the read must wait
+ * (*refused set) or out of memory (libuv then reports UV_ENOBUFS to the read). */
+char *fwx__arena_tail(fwx_port_t *port, size_t *room, unsigned char *age, int *refused) {
   fwx__arena_t *a = port->arena;
-  if (!admit(port, age)) {
+  *refused = !admit(port, age);
+  if (*refused) {
     *room = 0;
     return NULL;
   }
@@ -136,13 +142,6 @@ void fwx__arena_new_poll(fwx_port_t *port) {
   port->oldest_left = port->next_oldest_count;
   port->next_oldest_age = 0;
   port->next_oldest_count = 0;
-  port->refused = NULL;
-}
-
-/* Whether the read whose age is *age, just failed with status, was only deferred to
- * the next poll (libuv calls back the read right after asking for its buffer). */
-int fwx__arena_deferred(const fwx_port_t *port, ssize_t status, const unsigned char *age) {
-  return status == UV_ENOBUFS && port->refused == age;
 }
 
 void fwx__arena_release(const char *data) {
@@ -189,9 +188,11 @@ void fwx_data_release(const char *data, size_t regions) {
   if (last) fwx_port_unref(port);
 }
 
-void fwx_port_arena_stats(const fwx_port_t *port, size_t *kept_blocks, size_t *spares) {
+void fwx_port_arena_stats(const fwx_port_t *port, size_t *kept_blocks, size_t *spares,
+                          size_t *deferred_reads) {
   *kept_blocks = port->kept_blocks;
   *spares = port->spares;
+  *deferred_reads = port->deferred_total;
 }
 
 void fwx__arena_free_all(fwx_port_t *port) {

@@ -106,11 +106,14 @@ typedef struct fwx__reader {
   uint32_t writes;         /* uv_write requests in flight: while any, no try_write, so
                               sends complete in the order they were issued */
   int status;              /* sticky end of stream: UV_EOF or an error; 0 while open */
-  unsigned char defer_age; /* arena.c: polls its read has been deferred in a row */
+  unsigned char defer_age; /* arena.c: polls its read has been deferred in a row (a
+                              hooked pipe's; a socket's deferred read is queued) */
   unsigned reading : 1;
   /* A network socket's: when a write fails (reset, EPIPE) libuv leaves later queued
    * writes waiting until the handle closes, so the socket is told and decides. */
   unsigned socket : 1;
+  unsigned refused : 1;    /* its last read was refused by the poll's read budget */
+  unsigned queued : 1;     /* in the port's queue of deferred reads (deferred.c) */
 } fwx__reader_t;
 
 struct fwx_port {
@@ -136,7 +139,11 @@ struct fwx_port {
    * deferred and how many of them are still to be read; the same for this poll. */
   unsigned oldest_age, next_oldest_age;
   size_t oldest_left, next_oldest_count;
-  const unsigned char *refused; /* the age of the read just deferred */
+  /* deferred.c: sockets whose read the budget refused, read directly before the next
+   * poll (a ring; each entry holds a reference to its socket). */
+  struct fwx_socket **deferred;
+  size_t deferred_head, deferred_count, deferred_cap;
+  size_t deferred_total;   /* reads ever queued there: for tests */
   fwx_op_t *free_ops;      /* recycled task/tick records */
   fwx__sendop_t *free_sends;
   size_t free_count;
@@ -151,6 +158,7 @@ typedef struct fwx__udp_ext {
   int chunk_partial;
   unsigned char defer_age; /* arena.c: polls its read has been deferred in a row */
   unsigned receiving : 1;
+  unsigned refused : 1;    /* its last read was refused by the poll's read budget */
 } fwx__udp_ext_t;
 
 /* An accepted connection is one of these (plus its libuv handle inside), so each
@@ -251,13 +259,17 @@ fwx__sendop_t *fwx__sendop_alloc(fwx_port_t *port);
 
 /* arena.c */
 typedef struct fwx__arena fwx__arena_t;
-char *fwx__arena_tail(fwx_port_t *port, size_t *room, unsigned char *age);
+char *fwx__arena_tail(fwx_port_t *port, size_t *room, unsigned char *age, int *refused);
 void fwx__arena_commit(fwx_port_t *port, const char *p, size_t n, fwx_op_t *op);
 void fwx__arena_release(const char *data);
 int fwx__arena_keep(const char *data);
 void fwx__arena_free_all(fwx_port_t *port);
 void fwx__arena_new_poll(fwx_port_t *port);
-int fwx__arena_deferred(const fwx_port_t *port, ssize_t status, const unsigned char *age);
+
+/* deferred.c */
+void fwx__deferred_add(uv_stream_t *stream);
+int fwx__deferred_run(fwx_port_t *port);
+void fwx__deferred_clear(fwx_port_t *port);
 
 /* buffer.c */
 void fwx__buffer_fill(fwx_buffer_t *b, const char *p, size_t n);
@@ -270,6 +282,7 @@ void fwx__reader_init(fwx__reader_t *r, uv_stream_t *stream, int socket);
 int fwx__reader_recv(uv_stream_t *stream, fwx_op_t *op);
 void fwx__reader_cancel(uv_stream_t *stream, int status);
 int fwx__reader_cancel_op(uv_stream_t *stream, fwx_op_t *op);
+int fwx__reader_read_now(uv_stream_t *stream);
 int fwx__stream_try_write(uv_stream_t *stream, const char *data, size_t len);
 int fwx__stream_write(uv_stream_t *stream, uv_write_t *req, fwx_op_t *op,
                       const char *data, size_t len, int written);

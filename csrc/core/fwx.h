@@ -109,8 +109,10 @@ int fwx_completion_keep_data(fwx_completion_t *c);
 int fwx_data_may_keep(const char *data); /* whether keeping them would succeed now */
 const void *fwx_data_block(const char *data);
 void fwx_data_release(const char *data, size_t regions);
-/* Arena blocks now holding kept bytes, and emptied blocks kept for reuse. */
-void fwx_port_arena_stats(const fwx_port_t *port, size_t *kept_blocks, size_t *spares);
+/* Arena blocks now holding kept bytes, emptied blocks kept for reuse, and socket reads
+ * the read budget deferred to before a later poll since the port was made. */
+void fwx_port_arena_stats(const fwx_port_t *port, size_t *kept_blocks, size_t *spares,
+                          size_t *deferred_reads);
 /* GetQueuedCompletionStatus for C programs: wait up to timeout_ms (-1: forever)
  * for a packet. Returns 1 with a packet, 0 on timeout or when nothing is pending. */
 int fwx_port_wait(fwx_port_t *port, fwx_completion_t *out, int timeout_ms);

@@ -65,6 +65,7 @@ void fwx_port_unref(fwx_port_t *port) {
 
   if (--port->refs > 0) return;
   fwx_port_abandon(port); /* nobody will dequeue any more */
+  fwx__deferred_clear(port);
   while ((op = port->free_ops) != NULL) {
     port->free_ops = op->next;
     free(op);
@@ -338,7 +339,12 @@ int fwx_completion_keep_data(fwx_completion_t *c) {
 
 size_t fwx_port_poll(fwx_port_t *port, int block) {
   fwx__arena_new_poll(port);
-  if (!port->finished) uv_run(&port->loop, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);
+  if (port->finished) return port->queued;
+  /* Reads the last poll's budget refused come first, without polling, until they are
+   * all done (deferred.c): the queue holds each ready socket once. */
+  if (port->deferred_count > 0 && (fwx__deferred_run(port) || port->queued > 0))
+    return port->queued;
+  uv_run(&port->loop, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);
   return port->queued;
 }
 
@@ -397,6 +403,7 @@ void fwx_port_shutdown(fwx_port_t *port) {
   if (port->closing) return;
   port->closing = 1;
   fwx__socket_shutdown_all(port);
+  fwx__deferred_clear(port); /* what it held is closed now */
   fwx__handle_shutdown_all(port);
   fwx__timer_shutdown_all(port);
   fwx__lookup_shutdown_all(port);

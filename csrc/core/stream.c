@@ -6,6 +6,8 @@
  * a chunk that arrives with none pending is held (one per stream) with reading paused
  * until a receive claims it: the kernel's buffer does the backpressure. */
 #include "fwx-int.h"
+#include <errno.h>
+#include <unistd.h>
 
 static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
@@ -22,10 +24,15 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   if (op != NULL && op->buf != NULL) {
     /* A receive into the caller's buffer: read straight into it, no copy. */
     *buf = uv_buf_init(fwx_buffer_data(op->buf), (unsigned)fwx_buffer_capacity(op->buf));
+    r->refused = 0;
   } else {
+    /* A socket's read the budget refuses is queued (deferred.c), a pipe's ages. */
     size_t room;
-    char *p = fwx__arena_tail(h->loop->data, &room, &r->defer_age);
+    int refused;
+    char *p = fwx__arena_tail(h->loop->data, &room, r->socket ? NULL : &r->defer_age, &refused);
     *buf = uv_buf_init(p, (unsigned)room);
+    r->refused = refused != 0;
+    if (refused && r->socket) fwx__deferred_add((uv_stream_t *)h);
   }
 }
 
@@ -85,7 +92,7 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   int rc;
 
   if (nread == 0) return; /* EAGAIN */
-  if (fwx__arena_deferred(stream->loop->data, nread, &r->defer_age)) return; /* next poll */
+  if (nread == UV_ENOBUFS && r->refused) return; /* read later (deferred.c, or next poll) */
   if (nread < 0) {
     r->status = (int)nread;
     pause_reading(stream);
@@ -115,6 +122,30 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     r->chunk_off = 0;
   }
   pause_reading(stream);
+}
+
+/* One read of a reading stream, as libuv's own would go, outside the poll (deferred.c).
+ * Returns -1 when the budget refuses it again, 0 otherwise (read, ended, or nothing
+ * there any more). */
+int fwx__reader_read_now(uv_stream_t *stream) {
+  fwx__reader_t *r = stream->data;
+  uv_os_fd_t fd;
+  uv_buf_t buf;
+  ssize_t n;
+
+  if (!r->reading || uv_fileno((uv_handle_t *)stream, &fd) != 0) return 0;
+  alloc_cb((uv_handle_t *)stream, FWX__READ_CHUNK, &buf);
+  if (buf.len == 0) {
+    if (r->refused) return -1;
+    read_cb(stream, UV_ENOBUFS, &buf); /* out of memory: as libuv reports it */
+    return 0;
+  }
+  do
+    n = read(fd, buf.base, buf.len);
+  while (n < 0 && errno == EINTR);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+  read_cb(stream, n > 0 ? n : n == 0 ? UV_EOF : uv_translate_sys_error(errno), &buf);
+  return 0;
 }
 
 int fwx__reader_recv(uv_stream_t *stream, fwx_op_t *op) {

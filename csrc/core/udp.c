@@ -12,10 +12,13 @@ static void recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
 
 static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   fwx_socket_t *s = h->data;
-  (void)hint;
+  fwx__udp_ext_t *u = fwx__socket_udp(s);
   size_t room;
-  char *p = fwx__arena_tail(fwx__socket_port(s), &room, &fwx__socket_udp(s)->defer_age);
+  int refused;
+  char *p = fwx__arena_tail(fwx__socket_port(s), &room, &u->defer_age, &refused);
+  (void)hint;
   *buf = uv_buf_init(p, (unsigned)room);
+  u->refused = refused != 0;
 }
 
 static void pause_receiving(fwx_socket_t *s) {
@@ -72,7 +75,7 @@ static void recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
   int pending = s->recv_op.state == FWX__PENDING;
 
   if (nread == 0 && addr == NULL) return; /* nothing more to read now */
-  if (fwx__arena_deferred(fwx__socket_port(s), nread, &fwx__socket_udp(s)->defer_age)) return; /* next poll */
+  if (nread == UV_ENOBUFS && u->refused) return; /* the budget's: next poll */
   if (nread < 0) {
     if (pending)
       end_recv(s, (int)nread);

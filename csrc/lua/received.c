@@ -55,15 +55,17 @@ void lfwx_open_received(lua_State *L) {
 }
 
 /* core._arena_stats(fw) -> arena blocks holding kept bytes, emptied blocks kept for
- * reuse; for the specs (nil, nil once the service is collected). */
+ * reuse, socket reads deferred by the read budget so far; for the specs (nothing once
+ * the service is closed). */
 int lfwx_arena_stats(lua_State *L) {
   lfwx_service_t *sv = lfwx_check_service(L, 1);
-  size_t kept, spares;
+  size_t kept, spares, deferred;
   if (sv->port == NULL) return 0;
-  fwx_port_arena_stats(sv->port, &kept, &spares);
+  fwx_port_arena_stats(sv->port, &kept, &spares, &deferred);
   lua_pushinteger(L, (lua_Integer)kept);
   lua_pushinteger(L, (lua_Integer)spares);
-  return 2;
+  lua_pushinteger(L, (lua_Integer)deferred);
+  return 3;
 }
 
 /* Push the buffer for a service receive's bytes. Every allocation comes before the
