@@ -215,15 +215,13 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
      * again (most do) reuses the slot; after it, the slot is let go if it did not. */
     int slot = key >> LFWX_A_WIDTH, at;
     lua_getiuservalue(L, svidx, LFWX_UV_KEEP);
-    at = lfwx_keep_chunk(L, top + 1, slot);
-    lua_replace(L, top + 1); /* the chunk */
-    lua_rawgeti(L, top + 1, at);
-    lua_getiuservalue(L, top + 2, LFWX_SOCKET_UV_SINK);
-    lua_getiuservalue(L, top + 2, LFWX_SOCKET_UV_UD); /* chunk, socket, sink, ud */
-    lua_rotate(L, top + 1, 2);                          /* sink, ud, chunk, socket */
-    lua_copy(L, top + 4, top + 3);                      /* sink, ud, socket, socket */
-    lua_pushnil(L);
-    lua_replace(L, top + 4);                            /* sink, ud, socket, nil */
+    at = lfwx_keep_chunk(L, top + 1, slot);             /* keep, chunk */
+    lua_rawgeti(L, top + 2, at);                        /* keep, chunk, socket */
+    lua_getiuservalue(L, obj, LFWX_SOCKET_UV_SINK);
+    lua_replace(L, sink);                               /* sink, chunk, socket */
+    lua_getiuservalue(L, obj, LFWX_SOCKET_UV_UD);
+    lua_replace(L, ud);                                 /* sink, ud, socket */
+    lua_pushnil(L);                                     /* sink, ud, socket, nil */
   } else {
     for (i = 0; i < LFWX_A_WIDTH; i++) {
       if (key & (1 << i))
