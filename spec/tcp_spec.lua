@@ -347,6 +347,36 @@ describe("tcp sockets", function()
     assert.equal("early bird", got)
   end)
 
+  it("holds bytes that find no receive pending and stops reading until a receive claims them", function()
+    -- Such a read is put off one poll (the handler may receive again by then), then
+    -- held with reading paused. Paused, the socket is not reported again: the loop
+    -- sleeps until the timer instead of polling over and over.
+    local core = require "fwx.core"
+    local fw = H.new()
+    local got, polls_before, polls = {}, nil, nil
+    pair(fw, function(server, client)
+      server:Recv(nil, function(ok, err, b)
+        assert(ok, err)
+        got[#got + 1] = tostring(b)
+        client:Send("second") -- arrives with no receive pending
+        polls_before = core._polls(fw)
+        fw:SetTimer(200, function()
+          polls = core._polls(fw) - polls_before
+          server:Recv(nil, function(rok, rerr, b2)
+            assert(rok, rerr)
+            got[#got + 1] = tostring(b2)
+            server:Close()
+            client:Close()
+          end)
+        end)
+      end)
+      client:Send("first")
+    end)
+    H.run(fw)
+    assert.same({ "first", "second" }, got)
+    assert.is_true(polls < 20, polls .. " polls while the bytes waited")
+  end)
+
   it("Accept must be re-armed: one connection per call, none lost", function()
     local fw = H.new()
     local ls, port = H.listener(fw)

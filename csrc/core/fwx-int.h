@@ -112,8 +112,9 @@ typedef struct fwx__reader {
   /* A network socket's: when a write fails (reset, EPIPE) libuv leaves later queued
    * writes waiting until the handle closes, so the socket is told and decides. */
   unsigned socket : 1;
-  unsigned refused : 1;    /* its last read was refused by the poll's read budget */
+  unsigned refused : 1;    /* its last read was refused on purpose (budget, put off) */
   unsigned queued : 1;     /* in the port's queue of deferred reads (deferred.c) */
+  unsigned put_off : 1;    /* a read found no receive pending and waits for a poll */
 } fwx__reader_t;
 
 struct fwx_port {
@@ -144,6 +145,7 @@ struct fwx_port {
   struct fwx_socket **deferred;
   size_t deferred_head, deferred_count, deferred_cap;
   size_t deferred_total;   /* reads ever queued there: for tests */
+  size_t polls;            /* loop runs (fwx_port_polls) */
   fwx_op_t *free_ops;      /* recycled task/tick records */
   fwx__sendop_t *free_sends;
   size_t free_count;

@@ -113,6 +113,8 @@ void fwx_data_release(const char *data, size_t regions);
  * the read budget deferred to before a later poll since the port was made. */
 void fwx_port_arena_stats(const fwx_port_t *port, size_t *kept_blocks, size_t *spares,
                           size_t *deferred_reads);
+/* Times the port has polled for I/O (run its loop once) since it was made. */
+size_t fwx_port_polls(const fwx_port_t *port);
 /* GetQueuedCompletionStatus for C programs: wait up to timeout_ms (-1: forever)
  * for a packet. Returns 1 with a packet, 0 on timeout or when nothing is pending. */
 int fwx_port_wait(fwx_port_t *port, fwx_completion_t *out, int timeout_ms);

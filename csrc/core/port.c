@@ -344,9 +344,12 @@ size_t fwx_port_poll(fwx_port_t *port, int block) {
    * all done (deferred.c): the queue holds each ready socket once. */
   if (port->deferred_count > 0 && (fwx__deferred_run(port) || port->queued > 0))
     return port->queued;
+  port->polls++;
   uv_run(&port->loop, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);
   return port->queued;
 }
+
+size_t fwx_port_polls(const fwx_port_t *port) { return port->polls; }
 
 static void wait_timeout_cb(uv_timer_t *t) { *(int *)t->data = 1; }
 static void wait_timer_close_cb(uv_handle_t *h) { free(h); }

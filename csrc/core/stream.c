@@ -25,6 +25,16 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
     /* A receive into the caller's buffer: read straight into it, no copy. */
     *buf = uv_buf_init(fwx_buffer_data(op->buf), (unsigned)fwx_buffer_capacity(op->buf));
     r->refused = 0;
+  } else if (op == NULL && !r->put_off) {
+    /* No receive pending. libuv reads on while a read fills its buffer (bulk), and
+     * this read would become the held chunk: a copy in, a copy out when a receive
+     * claims it, and a pause and resume of reading (an epoll_ctl each). Most handlers
+     * start the next receive as soon as they have the last, so put the read off to
+     * the next poll, which reads straight into that receive; only a read that still
+     * finds none then is held. */
+    r->put_off = 1;
+    r->refused = 1;
+    *buf = uv_buf_init(NULL, 0);
   } else {
     /* A socket's read the budget refuses is queued (deferred.c), a pipe's ages. */
     size_t room;
@@ -133,7 +143,8 @@ int fwx__reader_read_now(uv_stream_t *stream) {
   uv_buf_t buf;
   ssize_t n;
 
-  if (!r->reading || uv_fileno((uv_handle_t *)stream, &fd) != 0) return 0;
+  /* Only for a pending receive: one with none is the poll's to put off or hold. */
+  if (!r->reading || r->op == NULL || uv_fileno((uv_handle_t *)stream, &fd) != 0) return 0;
   alloc_cb((uv_handle_t *)stream, FWX__READ_CHUNK, &buf);
   if (buf.len == 0) {
     if (r->refused) return -1;
@@ -153,6 +164,7 @@ int fwx__reader_recv(uv_stream_t *stream, fwx_op_t *op) {
   int rc;
 
   assert(r->op == NULL);
+  r->put_off = 0;
   if (op->buf != NULL) fwx_buffer_lend(op->buf);
   if (r->chunk != NULL) {
     size_t avail = fwx_buffer_size(r->chunk) - r->chunk_off, taken = avail;

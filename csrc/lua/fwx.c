@@ -141,6 +141,7 @@ __attribute__((visibility("default"))) int luaopen_fwx_core(lua_State *L) {
     {"_debug_gc", l_debug_gc},
     {"_pump_use_splice", lfwx_pump_use_splice},
     {"_arena_stats", lfwx_arena_stats},
+    {"_polls", lfwx_poll_count},
     {"new", lfwx_service_new},
     {NULL, NULL}
   };

@@ -154,6 +154,7 @@ int lfwx_create_window_buffer(lua_State *L);
 /* received.c */
 void lfwx_open_received(lua_State *L);
 int lfwx_arena_stats(lua_State *L);
+int lfwx_poll_count(lua_State *L);
 void lfwx_push_received(lua_State *L, lfwx_service_t *sv, int svidx, fwx_completion_t *c);
 
 /* address.c */
