@@ -33,8 +33,8 @@
  * a C server's, whose bytes were still in the cache. Past the budget a socket's read
  * is deferred and queued, and done before the next poll (deferred.c); a pipe's or a
  * UDP socket's is left to the next poll. Measured at 500 x 4 KiB against 1 MiB
- * (bench/, interleaved): 256 KiB took 13% less CPU per message and 128 KiB the same
- * as 256; bulk echo (64 KiB reads) was no worse at 256 KiB. */
+ * (bench/, interleaved): 256 KiB took 11% less CPU per message, and 64 or 128 KiB
+ * measured the same as 256; bulk echo (64 KiB reads) was no worse at 256 KiB. */
 #ifndef FWX__READ_BUDGET
 #define FWX__READ_BUDGET (256 * 1024)
 #endif

@@ -10,8 +10,9 @@
  * order it was refused, and the dispatcher's next polls read the queue with read(2),
  * a budget's worth at a time, without asking the kernel what is ready: each ready
  * socket is read once per turn of the queue, and the poll proper waits until the queue
- * is empty. A queued socket holds a reference, so that a handler closing it meanwhile
- * leaves the entry valid. Hooked pipes and UDP sockets keep the level-triggered way. */
+ * is empty. A queued socket holds a reference, so that the entry stays valid whatever
+ * closes the socket meanwhile. Hooked pipes and UDP sockets keep the level-triggered
+ * way. */
 #include "fwx-int.h"
 
 /* Queue the socket whose read the budget just refused (once: a queued socket is
@@ -49,7 +50,7 @@ static fwx_socket_t *shift(fwx_port_t *port) {
 }
 
 /* Read queued sockets until the queue is empty or the budget refuses one again (it
- * stays first). Returns the number of queued sockets left. */
+ * stays first). Returns whether any is left. */
 int fwx__deferred_run(fwx_port_t *port) {
   while (port->deferred_count > 0) {
     fwx_socket_t *s = port->deferred[port->deferred_head];

@@ -65,7 +65,6 @@ void fwx_port_unref(fwx_port_t *port) {
 
   if (--port->refs > 0) return;
   fwx_port_abandon(port); /* nobody will dequeue any more */
-  fwx__deferred_clear(port);
   while ((op = port->free_ops) != NULL) {
     port->free_ops = op->next;
     free(op);

@@ -3,8 +3,9 @@
  *
  * The SDK's Recv is one-shot; libuv reads continuously. Re-arming per receive would
  * cost an epoll_ctl each time, so reading stays armed while receives keep coming, and
- * a chunk that arrives with none pending is held (one per stream) with reading paused
- * until a receive claims it: the kernel's buffer does the backpressure. */
+ * a chunk that arrives with none pending is put off one poll (see alloc_cb), then held
+ * (one per stream) with reading paused until a receive claims it: the kernel's buffer
+ * does the backpressure. */
 #include "fwx-int.h"
 #include <errno.h>
 #include <unistd.h>
