@@ -258,6 +258,7 @@ void fwx__op_start(fwx_op_t *op, uintptr_t key, void *object);
 void fwx__op_complete(fwx_op_t *op, int status);
 fwx_op_t *fwx__op_alloc(fwx_port_t *port, fwx_op_kind_t kind);
 fwx__sendop_t *fwx__sendop_alloc(fwx_port_t *port);
+int fwx__sendop_reserve(fwx_port_t *port);
 
 /* arena.c */
 typedef struct fwx__arena fwx__arena_t;

@@ -230,6 +230,18 @@ fwx_op_t *fwx__op_alloc(fwx_port_t *port, fwx_op_kind_t kind) {
   return op;
 }
 
+/* Make sure the next fwx__sendop_alloc cannot fail: a record on the free list. */
+int fwx__sendop_reserve(fwx_port_t *port) {
+  fwx__sendop_t *so;
+  if (port->free_sends != NULL) return 1;
+  so = malloc(sizeof *so);
+  if (so == NULL) return 0;
+  so->free_next = NULL;
+  port->free_sends = so;
+  port->free_count++;
+  return 1;
+}
+
 fwx__sendop_t *fwx__sendop_alloc(fwx_port_t *port) {
   fwx__sendop_t *so = port->free_sends;
   if (so != NULL) {

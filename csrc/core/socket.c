@@ -282,6 +282,9 @@ int fwx_socket_send(fwx_socket_t *s, fwx_buffer_t *buf, const char *data, size_t
   if (s->listening || (to != NULL && s->proto != FWX_UDP)) return FWX_ESTATE;
   if (fwx__socket_pump(s) != NULL) return FWX_EPUMPING;
   if (s->proto == FWX_TCP && !s->shut && !s->uv_closing) {
+    /* The record the rest needs is made sure of before any byte goes: a send that had
+     * written part and then found no memory could not say what it did. */
+    if (!fwx__sendop_reserve(fwx__socket_port(s))) return UV_ENOMEM;
     written = fwx__stream_try_write(&s->uv.stream, buf != NULL ? fwx_buffer_data(buf) : data,
                                     buf != NULL ? fwx_buffer_size(buf) : len);
     /* All gone at once, and nobody to tell: no record at all. */

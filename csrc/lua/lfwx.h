@@ -24,7 +24,6 @@ extern const char lfwx_class_tags[LFWX_NCLASSES + 1];
 /* A buffer userdata: the tag, then the placed fwx_buffer_t at this offset. */
 #define LFWX_BUFFER_OFFSET 16
 
-
 /* Per-operation anchors: slot k of the service's anchor table holds, at 4k-3..4k, the
  * sink, the user data, the object the operation runs on and one extra value (the
  * buffer or string lent to it). The table is the service's user value, so the GC
@@ -100,6 +99,7 @@ void *lfwx_checkudata(lua_State *L, int idx, int cls);
 
 /* service.c */
 lfwx_service_t *lfwx_check_service(lua_State *L, int idx);
+int lfwx_poll_count(lua_State *L); /* core._polls */
 /* Push the service box of an object (its user value 1); return it, open. */
 lfwx_service_t *lfwx_push_service_of(lua_State *L, int obj_idx);
 int lfwx_open_service(lua_State *L);
@@ -146,7 +146,6 @@ fwx_buffer_t *lfwx_check_buffer(lua_State *L, int idx);
 fwx_buffer_t *lfwx_test_buffer(lua_State *L, int idx);
 fwx_buffer_t *lfwx_push_buffer(lua_State *L, const char *data, size_t len, size_t cap,
                                int is_const);
-
 int lfwx_create_buffer(lua_State *L);
 int lfwx_create_const_buffer(lua_State *L);
 int lfwx_create_window_buffer(lua_State *L);
@@ -154,7 +153,6 @@ int lfwx_create_window_buffer(lua_State *L);
 /* received.c */
 void lfwx_open_received(lua_State *L);
 int lfwx_arena_stats(lua_State *L);
-int lfwx_poll_count(lua_State *L);
 void lfwx_push_received(lua_State *L, lfwx_service_t *sv, int svidx, fwx_completion_t *c);
 
 /* address.c */

@@ -176,8 +176,6 @@ static int l_create_socket(lua_State *L) {
   return 1;
 }
 
-/* A task's packet is queued at once, so its sink and user data go into the ring; the
- * anchor table takes them when the ring is full. */
 /* core._polls(fw) -> the times the service's port has polled for I/O; for the specs
  * (nothing once the service is closed). */
 int lfwx_poll_count(lua_State *L) {
@@ -187,6 +185,8 @@ int lfwx_poll_count(lua_State *L) {
   return 1;
 }
 
+/* A task's packet is queued at once, so its sink and user data go into the ring; the
+ * anchor table takes them when the ring is full. */
 static int l_post(lua_State *L) {
   lfwx_service_t *sv = check_open(L, 1);
   int r, slot;
