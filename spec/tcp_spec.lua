@@ -89,6 +89,92 @@ describe("tcp sockets", function()
     assert.equal("", got[2].data)
   end)
 
+  it("hands an accept's addresses to every sink that can see them, and makes none for one that cannot", function()
+    -- One connection accepted by a sink of the given shape; returns what it saw.
+    local function accept_with(make_sink)
+      local fw = H.new()
+      local ls, port = H.listener(fw)
+      local seen, accepted
+      ls:Accept(make_sink(function(...) seen = table.pack(...) end), "lud")
+      local c = fw:CreateNetworkSocket("tcp")
+      c:Connect("127.0.0.1", port, function(ok, err) assert(ok, err) end)
+      H.run_until(fw, function() return seen ~= nil end)
+      for i = 1, seen.n do
+        if type(seen[i]) == "userdata" and seen[i].GetPeerName then accepted = seen[i] end
+      end
+      accepted:Close(); c:Close(); ls:Close()
+      H.run(fw)
+      return seen, port
+    end
+    local function addresses_ok(seen, port, at)
+      assert.equal("127.0.0.1", seen[at].ip)
+      assert.equal(port, seen[at + 1].port)
+    end
+    -- Named parameters: remote and local, and the user data after them.
+    local seen, port = accept_with(function(rec)
+      return function(ok, err, l, a, remote, loc, ud) rec(ok, err, l, a, remote, loc, ud) end
+    end)
+    addresses_ok(seen, port, 5); assert.equal("lud", seen[7])
+    -- Only remote named: local is not made.
+    seen = accept_with(function(rec)
+      return function(ok, err, l, a, remote) rec(ok, err, l, a, remote) end
+    end)
+    assert.equal("127.0.0.1", seen[5].ip); assert.is_nil(seen[6])
+    -- "...": all seven.
+    seen, port = accept_with(function(rec) return function(...) rec(...) end end)
+    assert.equal(7, seen.n); addresses_ok(seen, port, 5); assert.equal("lud", seen[7])
+    -- A C function (coroutine.wrap's) sees everything.
+    seen, port = accept_with(function(rec) return coroutine.wrap(function(...) rec(...) end) end)
+    assert.equal(7, seen.n); addresses_ok(seen, port, 5); assert.equal("lud", seen[7])
+    -- An object's method: self comes first.
+    seen, port = accept_with(function(rec)
+      return { CompleteAsyncAccept = function(self, ok, err, l, a, remote, loc, ud)
+        rec(self, ok, err, l, a, remote, loc, ud) end }
+    end)
+    addresses_ok(seen, port, 6); assert.equal("lud", seen[8])
+    seen = accept_with(function(rec)
+      return { CompleteAsyncAccept = function(self, ok, err, l, a) rec(ok, err, l, a) end }
+    end)
+    assert.is_true(seen[1]); assert.equal(4, seen.n)
+
+    -- The memory: a sink that names the addresses allocates two address objects per
+    -- accept more than one that does not (with the collector stopped, so this counts
+    -- allocations; the debug-GC pass steps the collector on every notification).
+    if os.getenv("FWX_DEBUG_GC") == "1" then return end
+    local function kb_per_accept(sink_of, n)
+      local fw = H.new()
+      local ls, port = H.listener(fw, n)
+      local accepted = {}
+      local function on_accept(ok, err, l, a)
+        assert(ok, err)
+        accepted[#accepted + 1] = a
+        if #accepted < n then l:Accept(sink_of(on_accept)) end
+      end
+      local clients = {}
+      collectgarbage(); collectgarbage("stop")
+      local before = collectgarbage("count")
+      ls:Accept(sink_of(on_accept))
+      for i = 1, n do
+        clients[i] = fw:CreateNetworkSocket("tcp")
+        clients[i]:Connect("127.0.0.1", port, function(ok, err) assert(ok, err) end)
+      end
+      H.run_until(fw, function() return #accepted == n end)
+      local grown = collectgarbage("count") - before
+      collectgarbage("restart")
+      for i = 1, n do accepted[i]:Close(); clients[i]:Close() end
+      ls:Close()
+      H.run(fw)
+      return grown * 1024 / n
+    end
+    local n = 32
+    local unseen = kb_per_accept(function(f) return function(ok, err, l, a) f(ok, err, l, a) end end, n)
+    local named = kb_per_accept(function(f)
+      return function(ok, err, l, a, r, lo) f(ok, err, l, a, r, lo) end
+    end, n)
+    assert(named - unseen >= 100,
+      ("addresses unseen: %.0f B per accept, named: %.0f B"):format(unseen, named))
+  end)
+
   it("never delivers inline: sinks run after the starting call returns", function()
     local fw = H.new()
     local ran = 0

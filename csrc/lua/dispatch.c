@@ -7,6 +7,7 @@
  * libuv callback: fwx_port_poll() runs the loop, the callbacks queue packets, and
  * packets are delivered after it returns. */
 #include "lfwx.h"
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -198,6 +199,20 @@ static void push_name(lua_State *L, fwx_socket_t *s, int peer) {
     lua_pushnil(L);
 }
 
+/* How many arguments the function at fn can see: a Lua function without "..." drops
+ * the ones past its parameters, so nothing made for them can be observed. An accept
+ * pushes its two addresses only when seen: each is a getsockname or getpeername call
+ * and an object that is garbage at once in a handler that does not name them (9% of
+ * an idle connection's memory was collector slack from them). A C function, or one
+ * with "...", sees them all. */
+static int args_seen(lua_State *L, int fn) {
+  lua_Debug ar;
+  if (lua_type(L, fn) != LUA_TFUNCTION) return INT_MAX; /* the call will say so */
+  lua_pushvalue(L, fn);
+  if (!lua_getinfo(L, ">u", &ar) || ar.isvararg) return INT_MAX;
+  return ar.nparams;
+}
+
 /* Deliver one packet. Stack: svidx the service box, tidx its anchor table, msgh the
  * traceback handler. */
 static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int msgh,
@@ -247,10 +262,11 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
     lua_pushvalue(L, obj);
     if (c->accepted != NULL) {
       fwx_socket_t *a = c->accepted;
+      int seen = args_seen(L, top + 5) - nargs; /* top + 5: the function called */
       lfwx_push_socket(L, a, svidx); /* takes the packet's reference */
       c->accepted = NULL;
-      push_name(L, a, 1);
-      push_name(L, a, 0);
+      if (seen >= 5) push_name(L, a, 1); else lua_pushnil(L);
+      if (seen >= 6) push_name(L, a, 0); else lua_pushnil(L);
     } else {
       lua_pushnil(L);
       lua_pushnil(L);
