@@ -219,7 +219,7 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
                     fwx_completion_t *c) {
   int key = (int)c->key, base = ((key >> LFWX_A_WIDTH) - 1) * LFWX_A_WIDTH;
   int top = lua_gettop(L), sink = top + 1, ud = top + 2, obj = top + 3, extra = top + 4;
-  int nargs, i, kept = LFWX_KEY_IS_KEPT(key);
+  int nargs, fn, i, kept = LFWX_KEY_IS_KEPT(key);
   fwx_op_kind_t kind = c->kind;
 
   if (kept) {
@@ -233,10 +233,12 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
     at = lfwx_keep_chunk(L, top + 1, slot);             /* keep, chunk */
     lua_rawgeti(L, top + 2, at);                        /* keep, chunk, socket */
     lua_getiuservalue(L, obj, LFWX_SOCKET_UV_SINK);
-    lua_replace(L, sink);                               /* sink, chunk, socket */
     lua_getiuservalue(L, obj, LFWX_SOCKET_UV_UD);
-    lua_replace(L, ud);                                 /* sink, ud, socket */
-    lua_pushnil(L);                                     /* sink, ud, socket, nil */
+    lua_pushnil(L);                        /* keep, chunk, socket, sink, ud, nil */
+    /* The values are used where they lie, which is two lua_replace less. */
+    sink = top + 4;
+    ud = top + 5;
+    extra = top + 6;
   } else {
     for (i = 0; i < LFWX_A_WIDTH; i++) {
       if (key & (1 << i))
@@ -247,6 +249,7 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
     if (c->last) clear_slot(L, sv, tidx, key);
   }
 
+  fn = lua_gettop(L) + 1;
   if (lua_type(L, sink) == LUA_TFUNCTION) {
     lua_pushvalue(L, sink);
     nargs = 0;
@@ -262,7 +265,7 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
     lua_pushvalue(L, obj);
     if (c->accepted != NULL) {
       fwx_socket_t *a = c->accepted;
-      int seen = args_seen(L, top + 5) - nargs; /* top + 5: the function called */
+      int seen = args_seen(L, fn) - nargs;
       lfwx_push_socket(L, a, svidx); /* takes the packet's reference */
       c->accepted = NULL;
       if (seen >= 5) push_name(L, a, 1); else lua_pushnil(L);

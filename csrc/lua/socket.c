@@ -166,10 +166,12 @@ static int l_recv(lua_State *L) {
   lfwx_service_t *sv;
   fwx_buffer_t *buf;
   int slot, r, t;
-  lua_settop(L, 4);
+  /* Recv(buf, sink, ud), called with its four arguments, is the hot path: lua_settop
+   * only when it must pad or cut, and a function sink needs no other look. */
+  if (lua_gettop(L) != 4) lua_settop(L, 4);
   box = check_box(L, 1);
   buf = opt_buffer(L, 2);
-  lfwx_check_sink(L, 3, "CompleteAsyncIO", 0);
+  if (lua_type(L, 3) != LUA_TFUNCTION) lfwx_check_sink(L, 3, "CompleteAsyncIO", 0);
   if (buf == NULL) return recv_kept(L, box);
   {
     luaL_argcheck(L, fwx_buffer_capacity(buf) > 0, 2, "buffer has no room");
@@ -202,13 +204,14 @@ static int do_send(lua_State *L, const struct sockaddr *to, int sink_idx) {
   int slot = 0, r, svidx = 0, notify;
   box = check_box(L, 1);
   buf = check_payload(L, 2, &data, &len);
-  lfwx_check_sink(L, sink_idx, "CompleteAsyncIO", 1);
-  notify = !lua_isnil(L, sink_idx);
+  notify = lua_type(L, sink_idx) > LUA_TNIL; /* absent (none) or nil: no sink */
+  if (notify) lfwx_check_sink(L, sink_idx, "CompleteAsyncIO", 1); /* 1: "or nil" */
   sv = service_of(box);
   if (sv->closing || sv->closed) return luaL_error(L, "service is closed");
   /* A send with no sink anchors nothing: it passes the bytes, of which the core
    * copies what it cannot write at once, so the buffer is free again on return. */
   if (notify) {
+    lua_settop(L, sink_idx + 1); /* the user data may be absent */
     open_service(L, box, &svidx);
     slot = lfwx_anchor(L, sv, svidx, 1, sink_idx, sink_idx + 1, 2);
   } else if (buf != NULL) {
@@ -226,8 +229,9 @@ static int do_send(lua_State *L, const struct sockaddr *to, int sink_idx) {
   return 0;
 }
 
+/* Send(data [, sink, ud]): no lua_settop, which cost a tenth of a sink-less Send to pad
+ * two nils; do_send reads an absent sink as none. */
 static int l_send(lua_State *L) {
-  lua_settop(L, 4);
   return do_send(L, NULL, 3);
 }
 
