@@ -36,6 +36,36 @@ describe("a socket's own receive and its keep slot", function()
     H.run(fw)
   end)
 
+  -- The sink and user data stay in the socket between receives; a receive called
+  -- without user data (three arguments, or nil) must not see the one before's.
+  it("gives each receive its own user data, nil when none was given", function()
+    local fw = H.new()
+    local s, c = pairs_of(fw, 1)
+    s, c = s[1], c[1]
+    local uds, n = {}, 0
+    local starts = {
+      function(sink) s:Recv(nil, sink, "first") end,
+      function(sink) s:Recv(nil, sink) end,              -- three arguments
+      function(sink) s:Recv(nil, sink, { "third" }) end,
+      function(sink) s:Recv(nil, sink, nil) end,         -- four, the last nil
+      function(sink) s:Recv(nil, sink, false) end,
+    }
+    local function on_recv(ok, err, b, ud)
+      assert(ok, err)
+      n = n + 1
+      uds[n] = ud == nil and "nil" or type(ud) == "table" and ud[1] or tostring(ud)
+      if n < #starts then starts[n + 1](on_recv) end
+    end
+    starts[1](on_recv)
+    for i = 1, #starts do
+      c:Send("m" .. i)
+      H.run_until(fw, function() return n == i end)
+    end
+    assert.same({ "first", "nil", "third", "nil", "false" }, uds)
+    s:Close(); c:Close()
+    H.run(fw)
+  end)
+
   -- Closing the service drains it: the 995 of the new receive is delivered inside
   -- the handler that started it, and the slot must still be let go once.
   for _, what in ipairs{ "socket", "service" } do

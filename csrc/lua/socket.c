@@ -121,10 +121,11 @@ static int l_connect(lua_State *L) {
   return 0;
 }
 
-/* Recv(nil, sink, ud), the socket's own receive (args at 1, 3, 4): the sink and user
- * data go into the socket's user values and the socket into a keep slot. A receive
- * already pending must not lose its values, so that misuse is refused first. */
-static int recv_kept(lua_State *L, lfwx_socket_t *box) {
+/* Recv(nil, sink, ud), the socket's own receive (arguments 1, 3 and, if has_ud, 4):
+ * the sink and user data go into the socket's user values and the socket into a keep
+ * slot. A receive already pending must not lose its values, so that misuse is refused
+ * first. */
+static int recv_kept(lua_State *L, lfwx_socket_t *box, int has_ud) {
   lfwx_service_t *sv = service_of(box);
   int slot, r, kidx, at;
   uintptr_t key;
@@ -132,7 +133,7 @@ static int recv_kept(lua_State *L, lfwx_socket_t *box) {
   if (fwx_socket_receiving(box->s)) return lfwx_raise(L, FWX_EBUSY, "socket");
   lua_pushvalue(L, 3);
   lua_setiuservalue(L, 1, LFWX_SOCKET_UV_SINK);
-  lua_pushvalue(L, 4);
+  if (has_ud) lua_pushvalue(L, 4); else lua_pushnil(L);
   lua_setiuservalue(L, 1, LFWX_SOCKET_UV_UD);
   if (fwx_socket_mark(box->s)) {
     /* Called from its own delivery: the socket is still in its keep slot. If the
@@ -166,13 +167,15 @@ static int l_recv(lua_State *L) {
   lfwx_service_t *sv;
   fwx_buffer_t *buf;
   int slot, r, t;
-  /* Recv(buf, sink, ud), called with its four arguments, is the hot path: lua_settop
-   * only when it must pad or cut, and a function sink needs no other look. */
-  if (lua_gettop(L) != 4) lua_settop(L, 4);
+  /* Recv(nil, sink [, ud]) is the hot path: lua_settop only when it must pad or cut,
+   * and a function sink needs no other look. */
+  int n = lua_gettop(L);
+  if (n != 4 && n != 3) lua_settop(L, 4);
   box = check_box(L, 1);
   buf = opt_buffer(L, 2);
   if (lua_type(L, 3) != LUA_TFUNCTION) lfwx_check_sink(L, 3, "CompleteAsyncIO", 0);
-  if (buf == NULL) return recv_kept(L, box);
+  if (buf == NULL) return recv_kept(L, box, n != 3);
+  lua_settop(L, 4);
   {
     luaL_argcheck(L, fwx_buffer_capacity(buf) > 0, 2, "buffer has no room");
     r = fwx_buffer_writable(buf);
