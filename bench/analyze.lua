@@ -41,6 +41,9 @@ local METRICS = {
   dispatch = {
     { "notif_per_s", "notifs/CPU-s", "higher" },
   },
+  ir = {
+    { "ir_per_op", "instructions/op", "lower" },
+  },
 }
 
 -- Issue 3's targets: workload, metric, server, comparison, bound, what is bounded.
@@ -213,6 +216,13 @@ w("How to read: every figure is the **median (min–max)** over the repetitions.
   "depend on which side saturated first, so it is the figure to compare on this 2-core ",
   "machine. Latency is measured by the load generator, which shares the machine.")
 w("")
+w("The `ir_` workloads count the server's **user-space instructions per operation** under ",
+  "callgrind (`valgrind --tool=callgrind`), once: from a run and one twice as long, the ",
+  "difference in instructions divided by the difference in operations, so that start-up ",
+  "cancels. They do not move with the machine's load, so they are the figure to judge a ",
+  "small change by. They leave out the kernel, where the C servers spend almost all ",
+  "their time, so their baseline is luv, not `c`.")
+w("")
 
 -- -------------------------------------------------------------- missing list
 local problems = {}
@@ -225,7 +235,7 @@ for _, wl in ipairs(workloads) do
       table.sort(keys)
       for _, k in ipairs(keys) do
         problems[#problems + 1] = string.format("| %s | %s | %s | %d of %d |",
-          wl.name, srv, k, n[k], nreps)
+          wl.name, srv, k, n[k], wl.kind == "ir" and 1 or nreps)
       end
     end
   end

@@ -25,7 +25,7 @@ FWX_LUA_CPATH=${FWX_LUA_CPATH:-build/?.so;;}
 # ------------------------------------------------------------------------ knobs
 if [ "${BENCH_QUICK:-0}" != 0 ]; then
   : "${BENCH_REPS:=2}" "${BENCH_SECONDS:=1}" "${BENCH_WARMUP:=0.3}"
-  : "${BENCH_IDLE_CONNS:=2000}" "${BENCH_DISPATCH_SECONDS:=0.5}"
+  : "${BENCH_IDLE_CONNS:=2000}" "${BENCH_DISPATCH_SECONDS:=0.5}" "${BENCH_IR_SECONDS:=1}"
 fi
 REPS=${BENCH_REPS:-3}
 SECONDS_PER_RUN=${BENCH_SECONDS:-3}
@@ -37,6 +37,10 @@ ONLY=${BENCH_ONLY:-}           # workload names (shell patterns), empty = all
 ONLY_SERVERS=${BENCH_SERVERS:-} # server names, empty = all; c is always kept
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 LOADGEN_CPU=${BENCH_LOADGEN_CPU:-1}
+# Instruction counts under callgrind (0: skip them). A count is taken from two runs,
+# IR_SECONDS and twice that, so that start-up cancels out.
+IR=${BENCH_IR:-1}
+IR_SECONDS=${BENCH_IR_SECONDS:-2}
 
 # The longest any single process may live, whatever happens to this script.
 RUN_LIMIT=$(awk -v s="$SECONDS_PER_RUN" -v w="$WARMUP" 'BEGIN { printf "%d", s + w + 60 }')
@@ -171,6 +175,12 @@ WORKLOADS=(
   "dispatch_chain|dispatch|chain|dispatch: notifications per CPU second, each one starts the next"
   "dispatch_batch|dispatch|batch|dispatch: notifications per CPU second, 1000 started at once"
 )
+# Run once, after the repetitions: instruction counts are the same from run to run.
+IR_WORKLOADS=(
+  "ir_pp_c50_m64|ir_echo|pingpong 50 64|instructions per echoed message, 50 connections, 64 B"
+  "ir_proxy_pp_c50_m64|ir_proxy|pingpong 50 64|instructions per proxied message, 50 connections, 64 B"
+  "ir_dispatch_chain|ir_dispatch|chain|instructions per notification, each one starts the next"
+)
 
 # Servers of each group; the first one is the baseline the ratios divide by.
 group_servers() {
@@ -178,6 +188,11 @@ group_servers() {
     echo) echo "c luv fwx fwx_await" ;;
     proxy) echo "c luv fwx fwx_pump fwx_host fwx_host_lua fwx_host_t2" ;;
     dispatch) echo "c luv fwx_post fwx_timer" ;;
+    # luv first: its ratio is the one that says something. The C servers spend
+    # almost all their time in the kernel, which callgrind does not count.
+    ir_echo) echo "luv c fwx" ;;
+    ir_proxy) echo "luv c fwx" ;;
+    ir_dispatch) echo "luv c fwx_post fwx_timer" ;;
   esac
 }
 
@@ -226,6 +241,21 @@ server_cmd() {
     dispatch:fwx_timer) CMD=("${fwx_env[@]}" bench/dispatch_fwx.lua "timer_$arg" "$DISPATCH_SECONDS") ;;
     *) CMD=() ;;
   esac
+}
+
+# ir_cmd GROUP NAME [ARG] OUTFILE: sets CMD to server_cmd's command for the group
+# under callgrind. valgrind goes after env, which would exec out of its reach.
+ir_cmd() {
+  local group=${1#ir_} name=$2 arg=$3 outfile=$4 i
+  local vg=(valgrind -q --tool=callgrind "--callgrind-out-file=$outfile")
+  server_cmd "$group" "$name" "$arg"
+  [ ${#CMD[@]} -eq 0 ] && return
+  if [ "${CMD[0]}" = env ]; then
+    for ((i = 1; i < ${#CMD[@]}; i++)); do [[ ${CMD[i]} == *=* ]] || break; done
+    CMD=("${CMD[@]:0:i}" "${vg[@]}" "${CMD[@]:i}")
+  else
+    CMD=("${vg[@]}" "${CMD[@]}")
+  fi
 }
 
 selected_workload() {
@@ -435,6 +465,105 @@ run_one() {
   fi
 }
 
+# ------------------------------------------------------- instruction counts
+# ir_run WORKLOAD GROUP ARGS SERVER SECONDS TAG: one run under callgrind; sets IR_OUT
+# to "INSTRUCTIONS OPERATIONS", or returns 1 with IR_ERR set. Not in a subshell: the
+# processes it starts must be in this shell's PIDS for the clean-up.
+IR_ERR=""
+IR_OUT=""
+ir_run() {
+  local wl=$1 group=$2 args=$3 srv=$4 secs=$5 tag=$6 line ops total
+  local cg=$LOGDIR/$tag.callgrind out=$LOGDIR/$tag.result up_wrap="" up_pid="" up_port=""
+  IR_ERR="" IR_OUT=""
+  if [ "$group" = ir_dispatch ]; then
+    # The dispatch programs run for this much CPU time, which callgrind stretches.
+    local saved=$DISPATCH_SECONDS pid rc
+    DISPATCH_SECONDS=$secs
+    ir_cmd "$group" "$srv" "$args" "$cg"
+    DISPATCH_SECONDS=$saved
+    timeout -k 2 $((RUN_LIMIT + 120)) taskset -c "$SERVER_CPU" "${CMD[@]}" >"$out" 2>"$out.err" </dev/null &
+    pid=$!
+    track "$pid"
+    wait "$pid"
+    rc=$?
+    untrack "$pid"
+    line=$(grep '^RESULT ' "$out" | tail -n 1)
+    ops=$(printf '%s' "$line" | sed -n 's/.* notifs=\([0-9]*\).*/\1/p')
+    if [ $rc -ne 0 ] || [ -z "$ops" ]; then
+      IR_ERR="exit $rc: $(first_error "$out.err")"
+      return 1
+    fi
+  else
+    if [ "$group" = ir_proxy ]; then
+      server_cmd upstream c
+      if ! start_server "${tag}_upstream" "$LOADGEN_CPU"; then
+        IR_ERR="upstream $SRV_ERR"
+        return 1
+      fi
+      up_wrap=$SRV_WRAP up_pid=$SRV_PID up_port=$SRV_PORT
+    fi
+    ir_cmd "$group" "$srv" "$up_port" "$cg"
+    if ! start_server "$tag" "$SERVER_CPU"; then
+      IR_ERR=$SRV_ERR
+      [ -n "$up_wrap" ] && stop_server "$up_wrap" "$up_pid"
+      return 1
+    fi
+    local wrap=$SRV_WRAP spid=$SRV_PID port=$SRV_PORT rc=0 kind
+    # shellcheck disable=SC2086
+    set -- $args
+    kind=$1
+    shift
+    run_loadgen "$out" -w 0 "$kind" 127.0.0.1 "$port" "$@" "$secs"
+    rc=$?
+    stop_server "$wrap" "$spid"
+    [ -n "$up_wrap" ] && stop_server "$up_wrap" "$up_pid"
+    line=$(grep '^RESULT ' "$out" | tail -n 1)
+    ops=$(printf '%s' "$line" | sed -n 's/.* msgs=\([0-9]*\).*/\1/p')
+    if [ $rc -ne 0 ] || [ -z "$ops" ] || [[ $line == *" error="* ]]; then
+      IR_ERR="load generator: exit $rc ${line#RESULT } $(first_error "$out.err")"
+      return 1
+    fi
+  fi
+  total=$(awk '/^summary:/ { print $2; exit }' "$cg" 2>/dev/null)
+  if [ -z "$total" ]; then
+    IR_ERR="no callgrind summary: $(first_error "$LOGDIR/$tag.err")"
+    return 1
+  fi
+  IR_OUT="$total $ops"
+}
+
+# ir_one WORKLOAD GROUP ARGS SERVER: instructions per operation from a run and one
+# twice as long: (I2 - I1) / (N2 - N1), so that what start-up and shutdown cost,
+# the same in both, cancels. Recorded as repetition 1.
+ir_one() {
+  local wl=$1 group=$2 args=$3 srv=$4 a b reason
+  reason=$(missing_reason "${group#ir_}" "$srv")
+  if [ -n "$reason" ]; then
+    record_status 1 "$wl" "$srv" missing "$reason"
+    return
+  fi
+  if ! ir_run "$wl" "$group" "$args" "$srv" "$IR_SECONDS" "ir_${wl}_${srv}_1"; then
+    record_status 1 "$wl" "$srv" failed "callgrind run: $IR_ERR"
+    return
+  fi
+  a=$IR_OUT
+  if ! ir_run "$wl" "$group" "$args" "$srv" $((IR_SECONDS * 2)) "ir_${wl}_${srv}_2"; then
+    record_status 1 "$wl" "$srv" failed "callgrind run: $IR_ERR"
+    return
+  fi
+  b=$IR_OUT
+  local per
+  per=$(awk -v a="$a" -v b="$b" 'BEGIN {
+    split(a, x, " "); split(b, y, " ")
+    if (y[2] - x[2] < 0.2 * y[2] || y[1] <= x[1]) exit 1
+    printf "%.0f", (y[1] - x[1]) / (y[2] - x[2]) }') || {
+    record_status 1 "$wl" "$srv" failed "runs too alike to subtract: $a / $b"
+    return
+  }
+  echo "1,$wl,$srv,ok,ir_per_op,$per" >> "$CSV_TMP"
+  echo "  $wl $srv: $per instructions per operation ($a / $b)" >&2
+}
+
 # --------------------------------------------------------------------- main
 START=$(date +%s)
 echo "run.sh: reps=$REPS seconds=$SECONDS_PER_RUN warmup=$WARMUP idle=$IDLE_CONNS" \
@@ -456,6 +585,23 @@ for rep in $(seq "$REPS"); do
     for s in "${servers[@]}"; do run_one "$rep" "$wl" "$group" "$args" "$s"; done
   done
 done
+if [ "$IR" != 0 ]; then
+  echo "run.sh: instruction counts (callgrind)" >&2
+  VG_MISSING=""
+  command -v valgrind >/dev/null 2>&1 || VG_MISSING="valgrind not installed (apt-get install valgrind)"
+  for w in "${IR_WORKLOADS[@]}"; do
+    IFS='|' read -r wl group args _ <<<"$w"
+    selected_workload "$wl" || continue
+    for s in $(group_servers "$group"); do
+      selected_server "$s" || [ "$s" = luv ] || continue
+      if [ -n "$VG_MISSING" ]; then
+        record_status 1 "$wl" "$s" missing "$VG_MISSING"
+      else
+        ir_one "$wl" "$group" "$args" "$s"
+      fi
+    done
+  done
+fi
 ELAPSED=$(($(date +%s) - START))
 mv "$CSV_TMP" "$CSV"
 
@@ -480,12 +626,20 @@ mv "$CSV_TMP" "$CSV"
   echo "loadgen_cpu=$LOADGEN_CPU"
   echo "gnuplot=$(command -v gnuplot || true)"
 } > "$BDIR/meta.txt"
-for w in "${WORKLOADS[@]}"; do
-  IFS='|' read -r wl group args desc <<<"$w"
-  kind=${args%% *}
-  case $kind in chain | batch) kind=dispatch ;; esac
-  selected_workload "$wl" && echo "$wl|$group|$kind|$(group_servers "$group")|$desc"
-done > "$BDIR/workloads.txt"
+{
+  for w in "${WORKLOADS[@]}"; do
+    IFS='|' read -r wl group args desc <<<"$w"
+    kind=${args%% *}
+    case $kind in chain | batch) kind=dispatch ;; esac
+    selected_workload "$wl" && echo "$wl|$group|$kind|$(group_servers "$group")|$desc"
+  done
+  if [ "$IR" != 0 ]; then
+    for w in "${IR_WORKLOADS[@]}"; do
+      IFS='|' read -r wl group args desc <<<"$w"
+      selected_workload "$wl" && echo "$wl|$group|ir|$(group_servers "$group")|$desc"
+    done
+  fi
+} > "$BDIR/workloads.txt"
 
 if ! $LUA bench/analyze.lua "$CSV" "$BDIR/meta.txt" "$BDIR/workloads.txt" \
     bench/RESULTS.md bench/results.png "$BDIR"; then
