@@ -18,8 +18,8 @@
  * idle:     N connections, each echoes one byte, then held: prints "ready" and
  *           waits for a signal, stdin EOF or the hold limit.
  * sink:     a server (PORT 0: any) that discards (recv MSG_TRUNC: no copy); prints
- *           "PORT n", ends
- *           on SIGTERM/SIGINT or after the hold limit. The upstream of proxy bulk.
+ *           "PORT n", ends on SIGTERM/SIGINT or after the hold limit. The upstream
+ *           of proxy bulk.
  *
  * Every mode prints exactly one machine-readable line on stdout, starting with
  * "RESULT " and followed by key=value pairs; diagnostics go to stderr.
