@@ -399,16 +399,19 @@ static void deliver_task(lua_State *L, lfwx_service_t *sv, int svidx, int msgh,
  * under its own pcall: a report of its error needs the timer. */
 static void deliver_due_timer(lua_State *L, lfwx_service_t *sv, int svidx, int msgh,
                               const fwx_completion_t *c) {
-  int timer = lua_gettop(L) + 1, nargs = 3;
-  lfwx_ring_shift(L, sv, 3);
-  if (lua_type(L, -2) != LUA_TFUNCTION) {
-    lua_getfield(L, -2, "CompleteTimer");
-    lua_rotate(L, -3, 1); /* the method, then the sink as self, then the user data */
+  int timer = lua_gettop(L) + 1, sink = timer + 1, nargs = 3;
+  lfwx_ring_shift(L, sv, 3);                  /* timer, sink, user data */
+  /* The call is pushed above them (two rotations cost as much as these copies). */
+  if (lua_type(L, sink) == LUA_TFUNCTION) {
+    lua_pushvalue(L, sink);
+  } else {
+    lua_getfield(L, sink, "CompleteTimer");
+    lua_pushvalue(L, sink);                   /* self */
     nargs = 4;
   }
   lua_pushboolean(L, c->ok);
   lua_pushinteger(L, c->error);
-  lua_rotate(L, -3, -1); /* ok, err, user data */
+  lua_pushvalue(L, sink + 1);                 /* the user data */
   if (lua_pcall(L, nargs, 0, msgh) != LUA_OK) report(L, svidx, timer, FWX_OP_TIMER);
   lua_settop(L, timer - 1);
   if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);

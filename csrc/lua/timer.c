@@ -12,21 +12,22 @@
 
 #define DUE_META 1
 
-/* A 0 ms timer: its box at index 6, with its core timer behind it. The ring is reserved
- * only once the box exists: making it may run finalizers, which may post. */
+/* A 0 ms timer: its box pushed on top (at bidx), with its core timer behind it. The
+ * ring is reserved only once the box exists: making it may run finalizers, which may
+ * post. */
 static int set_due_timer(lua_State *L, lfwx_service_t *sv) {
   lfwx_timer_t *box = lua_newuserdatauv(L, sizeof *box + fwx_timer_place_size(), 1);
-  int slot, r, t;
+  int bidx = lua_gettop(L), slot, r, t;
   box->tag = &lfwx_class_tags[LFWX_TIMER];
   box->t = NULL;
   lua_rawgeti(L, lua_upvalueindex(LFWX_TIMER), DUE_META);
-  lua_setmetatable(L, 6);
+  lua_setmetatable(L, bidx);
   lua_pushvalue(L, 1);
-  lua_setiuservalue(L, 6, 1);
+  lua_setiuservalue(L, bidx, 1);
   if (lfwx_ring_reserve(sv, 3)) {
     r = fwx_timer_place(sv->port, box + 1, LFWX_RING_KEY, &box->t);
     if (r != 0) return lfwx_raise(L, r, "service");
-    lua_pushvalue(L, 6);
+    lua_pushvalue(L, bidx);
     lua_pushvalue(L, 3);
     lua_pushvalue(L, 4);
     lfwx_ring_push(L, sv, 3);
@@ -34,13 +35,13 @@ static int set_due_timer(lua_State *L, lfwx_service_t *sv) {
   }
   /* The ring is full: an anchor slot, as other timers have. */
   t = lfwx_push_anchors(L, 1);
-  slot = lfwx_anchor(L, sv, t, 6, 3, 4, 0);
+  slot = lfwx_anchor(L, sv, t, bidx, 3, 4, 0);
   r = fwx_timer_place(sv->port, box + 1, (uintptr_t)slot, &box->t);
   if (r != 0) {
     lfwx_unanchor(L, sv, t, slot);
     return lfwx_raise(L, r, "service");
   }
-  lua_settop(L, 6);
+  lua_settop(L, bidx);
   return 1;
 }
 
@@ -49,14 +50,19 @@ int lfwx_set_timer(lua_State *L) {
   lfwx_timer_t *box;
   lua_Integer ms, repeat;
   int slot, r, t;
-  lua_settop(L, 5);
+  /* SetTimer(ms, sink, ud) is the common call: the user data is padded only when
+   * missing, and repeat_ms is read as an optional argument (a 0 ms timer is a hot
+   * path; padding with lua_settop was a twentieth of its cost). */
+  int n = lua_gettop(L);
+  if (n < 4 || n > 5) lua_settop(L, n < 4 ? 4 : 5);
   if (sv->closing || sv->closed) return luaL_error(L, "service is closed");
   ms = luaL_checkinteger(L, 2);
   luaL_argcheck(L, ms >= 0, 2, "milliseconds must be 0 or more");
-  lfwx_check_sink(L, 3, "CompleteTimer", 0);
+  if (lua_type(L, 3) != LUA_TFUNCTION) lfwx_check_sink(L, 3, "CompleteTimer", 0);
   repeat = luaL_optinteger(L, 5, 0);
   luaL_argcheck(L, repeat >= 0, 5, "repeat must be 0 or more");
   if (ms == 0 && repeat == 0) return set_due_timer(L, sv);
+  lua_settop(L, 5);
   box = lfwx_newobject(L, sizeof *box, LFWX_TIMER, 1); /* 6 */
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, 6, 1);
