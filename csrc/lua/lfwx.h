@@ -75,6 +75,7 @@ typedef struct lfwx_service {
   int ring_head;           /* slots at the bottom already delivered */
   int ring_top;            /* slots in use, delivered or not */
   int ring_count;          /* entries not yet delivered */
+  int ring_room;           /* slots of the ring's stack known to be there (ring.c) */
   /* received.c: the block object of the arena block receives are now kept in, which
    * user value LFWX_UV_BLOCK holds */
   struct lfwx_block *block;
