@@ -93,16 +93,9 @@ void *lfwx_newobject(lua_State *L, size_t size, int cls, int nuv) {
   return p;
 }
 
-void *lfwx_testudata(lua_State *L, int idx, int cls) {
-  void *p = lua_touserdata(L, idx);
-  if (p == NULL || lua_rawlen(L, idx) < sizeof(void *)) return NULL;
-  return *(const void **)p == &lfwx_class_tags[cls] ? p : NULL;
-}
-
-void *lfwx_checkudata(lua_State *L, int idx, int cls) {
-  void *p = lfwx_testudata(L, idx, cls);
-  if (p == NULL) luaL_typeerror(L, idx, lfwx_class_names[cls]);
-  return p;
+void *lfwx_typeerror(lua_State *L, int idx, int cls) {
+  luaL_typeerror(L, idx, lfwx_class_names[cls]);
+  return NULL;
 }
 
 static int l_strerror(lua_State *L) {
