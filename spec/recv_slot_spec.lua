@@ -146,6 +146,39 @@ describe("a socket's own receive and its keep slot", function()
     H.run(fw)
   end)
 
+  -- A handler that switches to a receive into its own buffer lets its keep slot go at
+  -- that call, and another socket's receive may take the slot before the handler
+  -- raises (slots are reused most recent first). The error is reported once, and
+  -- never as the socket that took the slot, whose receive goes on.
+  it("reports a raising handler once, and not as the socket that took its slot", function()
+    local reports = {}
+    local fw = H.new{ on_error = function(msg, obj, op)
+      reports[#reports + 1] = { msg = msg, obj = obj, op = op }
+    end }
+    local s, c = pairs_of(fw, 2)
+    local a, b = s[1], s[2]
+    local own = fw:CreateBuffer(16)
+    local b_got
+    a:Recv(nil, function(ok, err)
+      assert(ok, err)
+      a:Recv(own, function() end)
+      b:Recv(nil, function(bok, berr, buf) assert(bok, berr); b_got = tostring(buf) end)
+      error("raised after the switch")
+    end)
+    c[1]:Send("x")
+    H.run_until(fw, function() return #reports == 1 end)
+    assert.matches("raised after the switch", reports[1].msg)
+    assert.equal("Recv", reports[1].op)
+    assert.are_not.equal(b, reports[1].obj)
+    assert.equal(2, fw:anchored()) -- a's receive into its buffer, b's own receive
+    c[2]:Send("y")
+    H.run_until(fw, function() return b_got ~= nil end)
+    assert.equal("y", b_got)
+    assert.equal(1, #reports)
+    a:Close(); b:Close(); c[1]:Close(); c[2]:Close()
+    H.run(fw)
+  end)
+
   it("delivers to the right socket while slots are let go and taken again", function()
     local fw = H.new()
     local N, ROUNDS = 24, 12

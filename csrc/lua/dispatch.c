@@ -199,6 +199,15 @@ static void push_name(lua_State *L, fwx_socket_t *s, int peer) {
     lua_pushnil(L);
 }
 
+/* After the handler of a socket's own receive: the socket (its box at boxidx) keeps
+ * its keep slot if the handler received again, and lets it go if not. */
+static void let_go_unless_receiving(lua_State *L, lfwx_service_t *sv, int svidx,
+                                    int boxidx) {
+  fwx_socket_t *s = ((lfwx_socket_t *)lua_touserdata(L, boxidx))->s;
+  if (s != NULL && fwx_socket_mark(s) && !fwx_socket_receiving(s))
+    lfwx_unkeep(L, sv, svidx, s);
+}
+
 /* How many arguments the function at fn can see: a Lua function without "..." drops
  * the ones past its parameters, so nothing made for them can be observed. An accept
  * pushes its two addresses only when seen: each is a getsockname or getpeername call
@@ -213,8 +222,11 @@ static int args_seen(lua_State *L, int fn) {
   return ar.nparams;
 }
 
-/* Deliver one packet. Stack: svidx the service box, tidx its anchor table, msgh the
- * traceback handler. */
+/* Deliver one packet, from deliver_round. Stack: svidx the service box, tidx its
+ * anchor table, msgh the traceback handler. The handler of a socket's own receive is
+ * called unprotected: if it raises, the error unwinds to lfwx_dispatch, which finds
+ * the socket in its keep slot (round_failed). Other handlers get their own pcall: the
+ * object a report names is not to be found once their anchor slot is cleared. */
 static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int msgh,
                     fwx_completion_t *c) {
   int key = (int)c->key, base = ((key >> LFWX_A_WIDTH) - 1) * LFWX_A_WIDTH;
@@ -355,12 +367,11 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
   /* What the packet carried has been copied or taken: release the rest now, before
    * the handler runs (and may raise). */
   fwx_completion_release(c);
-  if (lua_pcall(L, nargs, 0, msgh) != LUA_OK) report(L, svidx, obj, kind);
-  if (kept) {
-    fwx_socket_t *s = ((lfwx_socket_t *)lua_touserdata(L, obj))->s;
-    if (s != NULL && fwx_socket_mark(s) && !fwx_socket_receiving(s))
-      lfwx_unkeep(L, sv, svidx, s);
-  }
+  if (kept)
+    lua_call(L, nargs, 0);
+  else if (lua_pcall(L, nargs, 0, msgh) != LUA_OK)
+    report(L, svidx, obj, kind);
+  if (kept) let_go_unless_receiving(L, sv, svidx, obj);
   lua_settop(L, top);
   if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
 }
@@ -375,12 +386,10 @@ static int traceback(lua_State *L) {
   return 1;
 }
 
-/* A posted task: its sink and user data are the ring's head entry (ring.c). Tasks
- * after the first of a round are called unprotected, from deliver_round, under that
- * function's one lua_pcall: a pcall per task cost a tenth of a chain of tasks. The stack
- * is left as it was. */
-static void deliver_task(lua_State *L, lfwx_service_t *sv, int svidx, int msgh,
-                         int protect) {
+/* A posted task: its sink and user data are the ring's head entry (ring.c), called
+ * unprotected under deliver_round's one lua_pcall (a pcall per task cost a tenth of a
+ * chain of tasks). The stack is left as it was. */
+static void deliver_task(lua_State *L, lfwx_service_t *sv) {
   int nargs = 1;
   lfwx_ring_shift(L, sv, 2);
   if (lua_type(L, -2) != LUA_TFUNCTION) {
@@ -388,10 +397,7 @@ static void deliver_task(lua_State *L, lfwx_service_t *sv, int svidx, int msgh,
     lua_insert(L, -3); /* the method, then the sink as self, then the user data */
     nargs = 2;
   }
-  if (!protect)
-    lua_call(L, nargs, 0);
-  else if (lua_pcall(L, nargs, 0, msgh) != LUA_OK)
-    report(L, svidx, 0, FWX_OP_TASK);
+  lua_call(L, nargs, 0);
   if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
 }
 
@@ -440,29 +446,59 @@ static int next_packet(round_t *r) {
 }
 
 /* Deliver r->c: svidx the service box, tidx its anchor table, msgh the traceback
- * handler; protect 0 calls a task unprotected. */
-static void deliver_packet(lua_State *L, round_t *r, int svidx, int tidx, int msgh,
-                           int protect) {
+ * handler. */
+static void deliver_packet(lua_State *L, round_t *r, int svidx, int tidx, int msgh) {
   r->kind = r->c.kind;
   if (r->c.key != LFWX_RING_KEY)
     deliver(L, r->sv, svidx, tidx, msgh, &r->c);
   else if (r->c.kind == FWX_OP_TASK)
-    deliver_task(L, r->sv, svidx, msgh, protect);
+    deliver_task(L, r->sv);
   else
     deliver_due_timer(L, r->sv, svidx, msgh, &r->c);
 }
 
-/* The rest of a round that has come to a posted task, run under lua_pcall by
- * lfwx_dispatch: 1 the round, 2 the service box, 3 the anchor table, 4 the traceback
- * handler. Other packets are delivered as anywhere else, each under its own pcall; a task
- * that raises unwinds to lfwx_dispatch, which reports it and calls this again for
- * the rest. Its upvalues are the class metatables, as every function of the binding
- * has them: delivering makes objects (buffers, sockets, addresses). One closure per Lua
- * state, made when the module opens (lfwx_open_dispatch). */
+/* A dispatch round, run under lua_pcall by lfwx_dispatch: 1 the round, 2 the service
+ * box, 3 the anchor table, 4 the traceback handler. Posted tasks and sockets' own
+ * receives, the packets that come by the thousand, are called unprotected under that
+ * one pcall (a pcall each was a tenth of a chain of tasks, and 2-3% of an echoed
+ * message); other packets each get their own. A handler that raises unwinds to
+ * lfwx_dispatch, which reports it (round_failed) and calls this again for the rest. Its
+ * upvalues are the class metatables, as every function of the binding has them:
+ * delivering makes objects (buffers, sockets, addresses). One closure per Lua state,
+ * made when the module opens (lfwx_open_dispatch). */
 static int deliver_round(lua_State *L) {
   round_t *r = lua_touserdata(L, 1);
-  while (next_packet(r)) deliver_packet(L, r, 2, 3, 4, 0);
+  while (next_packet(r)) deliver_packet(L, r, 2, 3, 4);
   return 0;
+}
+
+/* deliver_round raised, with r->c the packet it was delivering (its message on top).
+ * Report it as that packet's; a socket's own receive names its socket, found in the
+ * keep slot its key names (a slot is let go after the handler), and has it let go of
+ * that slot as deliver would have. A handler that switched to a receive into its own
+ * buffer let the slot go at that call, and another socket may have taken it since: a
+ * box that is not the packet's socket is not named (nor let go of its slot). */
+static void round_failed(lua_State *L, round_t *r, int svidx) {
+  int msg = lua_gettop(L), boxidx, at;
+  lfwx_socket_t *box;
+  if (r->c.key == LFWX_RING_KEY || !LFWX_KEY_IS_KEPT(r->c.key) || r->kind == FWX_OP_NONE) {
+    report(L, svidx, 0, r->kind);
+    return;
+  }
+  lua_getiuservalue(L, svidx, LFWX_UV_KEEP);
+  at = lfwx_keep_chunk(L, msg + 1, (int)(r->c.key >> LFWX_A_WIDTH));
+  lua_rawgeti(L, msg + 2, at); /* msg, keep, chunk, box */
+  boxidx = msg + 3;
+  box = lfwx_testudata(L, boxidx, LFWX_SOCKET);
+  if (box == NULL || box->s == NULL || (void *)box->s != r->c.object) {
+    lua_pushnil(L);
+    lua_replace(L, boxidx);
+    box = NULL;
+  }
+  lua_pushvalue(L, msg);
+  report(L, svidx, box != NULL ? boxidx : 0, r->kind);
+  if (box != NULL) let_go_unless_receiving(L, r->sv, svidx, boxidx);
+  lua_settop(L, msg - 1);
 }
 
 /* Run the dispatcher. Normal mode returns on stop(), on Close(), or when nothing is
@@ -491,24 +527,21 @@ int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_
      * polling for I/O costs a system call, so a chain of posted tasks should not pay
      * one each, but it must not starve the sockets either. */
     r.left = LFWX_DISPATCH_BATCH;
-    while (next_packet(&r)) {
-      deliver_packet(L, &r, svidx, tidx, msgh, 1);
-      if (r.c.key != LFWX_RING_KEY) continue;
-      /* After a ring packet, the rest of the round goes under one pcall, if there is
-       * a rest. A failure that took no packet (no room to call) ends that. */
-      while (r.left > 0 && round_goes_on(&r) && fwx_port_queued(port) > 0) {
-        size_t left = r.left;
-        lua_pushvalue(L, roundf);
-        lua_pushlightuserdata(L, &r);
-        lua_pushvalue(L, svidx);
-        lua_pushvalue(L, tidx);
-        lua_pushvalue(L, msgh);
-        r.kind = FWX_OP_NONE;
-        if (lua_pcall(L, 4, 0, msgh) == LUA_OK) break;
-        report(L, svidx, 0, r.kind);
-        if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
-        if (r.left == left) break;
-      }
+    /* The round under one pcall; after a handler raised, the rest of it under the
+     * next. A failure that took no packet (no room to call) ends the round. */
+    while (r.left > 0 && round_goes_on(&r) && fwx_port_queued(port) > 0) {
+      size_t left = r.left;
+      lua_pushvalue(L, roundf);
+      lua_pushlightuserdata(L, &r);
+      lua_pushvalue(L, svidx);
+      lua_pushvalue(L, tidx);
+      lua_pushvalue(L, msgh);
+      r.kind = FWX_OP_NONE;
+      if (lua_pcall(L, 4, 0, msgh) == LUA_OK) break;
+      if (r.left == left) r.kind = FWX_OP_NONE; /* it failed before taking a packet */
+      round_failed(L, &r, svidx);
+      if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
+      if (r.left == left) break;
     }
     lfwx_ring_sweep(sv); /* let what was delivered be collected */
     if (!drain && (sv->stop || sv->closed)) break;
