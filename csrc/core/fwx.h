@@ -219,7 +219,10 @@ int fwx_handle_closed(const fwx_handle_t *h);
 
 /* ---- timers (timer.c) and look-ups (lookup.c) ---- */
 /* A timer of 0 ms that does not repeat is due at once: its packet is queued behind what
- * is queued now, and it stays pending (cancellable, 995) until it is dequeued. */
+ * is queued now, and it stays pending (cancellable, 995) until it is dequeued. A
+ * repeating timer queues a packet (last 0) per period; fwx_port_get drops those still
+ * queued once the timer is cancelled or shut down, so its last packet (995) is the
+ * only one after that. */
 int fwx_timer_start(fwx_port_t *port, uint64_t ms, uint64_t repeat_ms, uintptr_t key,
                     fwx_timer_t **out);
 /* A 0 ms one-shot timer in memory its owner provides (fwx_timer_place_size() bytes,

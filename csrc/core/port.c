@@ -259,15 +259,25 @@ fwx__sendop_t *fwx__sendop_alloc(fwx_port_t *port) {
 /* ---- dequeue ---- */
 
 int fwx_port_get(fwx_port_t *port, fwx_completion_t *out) {
-  fwx_op_t *op = port->head;
+  fwx_op_t *op;
   int ok;
 
-  if (op == NULL) return 0;
-  port->head = op->next;
-  if (port->head == NULL) port->tail = NULL;
-  port->queued--;
-  port->pending--;
-  port->pending_kind[op->kind]--;
+  for (;;) {
+    op = port->head;
+    if (op == NULL) return 0;
+    port->head = op->next;
+    if (port->head == NULL) port->tail = NULL;
+    port->queued--;
+    port->pending--;
+    port->pending_kind[op->kind]--;
+    /* A tick of a repeating timer that has been cancelled (or shut down) since it was
+     * queued is withdrawn: after Cancel() returns, the handler sees no tick, only the
+     * timer's one 995, as a uv_timer_stop'd timer never calls back. */
+    if (op->kind != FWX_OP_TIMER || op->last || fwx_timer_active(op->object)) break;
+    op->state = FWX__IDLE;
+    op_release_held(op);
+    op_free(op);
+  }
 
   if (op->kind == FWX_OP_TASK) {
     /* A posted task carries nothing but its key (fwx_port_post). */
