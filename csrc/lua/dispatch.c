@@ -58,6 +58,17 @@ int lfwx_keep_chunk(lua_State *L, int keep_idx, int slot) {
   return (slot - 1) % LFWX_KEEP_CHUNK + 1;
 }
 
+/* Push the keep table, the chunk holding the keep slot of key, and the slot's value (a
+ * socket box, or nil); return the value's index. */
+static int push_kept(lua_State *L, int svidx, uintptr_t key) {
+  int keep, at;
+  lua_getiuservalue(L, svidx, LFWX_UV_KEEP);
+  keep = lua_gettop(L);
+  at = lfwx_keep_chunk(L, keep, (int)(key >> LFWX_A_WIDTH));
+  lua_rawgeti(L, keep + 1, at);
+  return keep + 2;
+}
+
 /* Take the socket s out of the keep slot it holds (its mark says it holds one: the
  * slot of its last receive's key). svidx: the service box. */
 void lfwx_unkeep(lua_State *L, lfwx_service_t *sv, int svidx, fwx_socket_t *s) {
@@ -240,10 +251,7 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
      * of each, and not clearing them is two table writes less per message. The socket
      * stays in its keep slot while the handler runs, so that a handler that receives
      * again (most do) reuses the slot; after it, the slot is let go if it did not. */
-    int slot = key >> LFWX_A_WIDTH, at;
-    lua_getiuservalue(L, svidx, LFWX_UV_KEEP);
-    at = lfwx_keep_chunk(L, top + 1, slot);             /* keep, chunk */
-    lua_rawgeti(L, top + 2, at);                        /* keep, chunk, socket */
+    obj = push_kept(L, svidx, c->key);                  /* keep, chunk, socket */
     lua_getiuservalue(L, obj, LFWX_SOCKET_UV_SINK);
     lua_getiuservalue(L, obj, LFWX_SOCKET_UV_UD);
     lua_pushnil(L);                        /* keep, chunk, socket, sink, ud, nil */
@@ -479,22 +487,15 @@ static int deliver_round(lua_State *L) {
  * buffer let the slot go at that call, and another socket may have taken it since: a
  * box that is not the packet's socket is not named (nor let go of its slot). */
 static void round_failed(lua_State *L, round_t *r, int svidx) {
-  int msg = lua_gettop(L), boxidx, at;
+  int msg = lua_gettop(L), boxidx;
   lfwx_socket_t *box;
   if (r->c.key == LFWX_RING_KEY || !LFWX_KEY_IS_KEPT(r->c.key) || r->kind == FWX_OP_NONE) {
     report(L, svidx, 0, r->kind);
     return;
   }
-  lua_getiuservalue(L, svidx, LFWX_UV_KEEP);
-  at = lfwx_keep_chunk(L, msg + 1, (int)(r->c.key >> LFWX_A_WIDTH));
-  lua_rawgeti(L, msg + 2, at); /* msg, keep, chunk, box */
-  boxidx = msg + 3;
+  boxidx = push_kept(L, svidx, r->c.key);
   box = lfwx_testudata(L, boxidx, LFWX_SOCKET);
-  if (box == NULL || box->s == NULL || (void *)box->s != r->c.object) {
-    lua_pushnil(L);
-    lua_replace(L, boxidx);
-    box = NULL;
-  }
+  if (box != NULL && (box->s == NULL || (void *)box->s != r->c.object)) box = NULL;
   lua_pushvalue(L, msg);
   report(L, svidx, box != NULL ? boxidx : 0, r->kind);
   if (box != NULL) let_go_unless_receiving(L, r->sv, svidx, boxidx);
