@@ -51,8 +51,8 @@ int lfwx_set_timer(lua_State *L) {
   lua_Integer ms, repeat;
   int slot, r, t;
   /* SetTimer(ms, sink, ud) is the common call: the user data is padded only when
-   * missing, and repeat_ms is read as an optional argument (a 0 ms timer is a hot
-   * path; padding with lua_settop was a twentieth of its cost). */
+   * missing, and repeat_ms is read as an optional argument, so a 0 ms timer, a hot
+   * path, calls lua_settop only when given fewer or more arguments. */
   int n = lua_gettop(L);
   if (n < 4 || n > 5) lua_settop(L, n < 4 ? 4 : 5);
   if (sv->closing || sv->closed) return luaL_error(L, "service is closed");
