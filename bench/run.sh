@@ -190,7 +190,7 @@ group_servers() {
     dispatch) echo "c luv fwx_post fwx_timer" ;;
     # luv first: its ratio is the one that says something. The C servers spend
     # almost all their time in the kernel, which callgrind does not count.
-    ir_echo) echo "luv c fwx" ;;
+    ir_echo) echo "luv c fwx fwx_await" ;;
     ir_proxy) echo "luv c fwx" ;;
     ir_dispatch) echo "luv c fwx_post fwx_timer" ;;
   esac

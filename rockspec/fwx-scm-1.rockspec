@@ -24,6 +24,7 @@ build = {
   type = "builtin",
   modules = {
     fwx = "lua/fwx/init.lua",
+    ["fwx.await"] = "lua/fwx/await.lua",
     ["fwx.core"] = {
       sources = {
         "csrc/core/arena.c", "csrc/core/buffer.c", "csrc/core/deferred.c", "csrc/core/error.c",

@@ -30,6 +30,17 @@ describe("examples", function()
     assert.equal("tcp echo", got)
   end)
 
+  it("await_echo.lua echoes to nc over TCP, one coroutine per connection", function()
+    local port, stop = start("examples/await_echo.lua")
+    assert.is_number(port)
+    local got = {}
+    for i = 1, 2 do -- two connections in turn: the accepting coroutine goes on
+      got[i] = H.sh(("printf 'await echo %d' | timeout 5 nc -N 127.0.0.1 %d"):format(i, port))
+    end
+    stop()
+    assert.same({ "await echo 1", "await echo 2" }, got)
+  end)
+
   it("udp_echo.lua answers each datagram to its sender", function()
     local port, stop = start("examples/udp_echo.lua")
     assert.is_number(port)

@@ -217,9 +217,11 @@ describe("service", function()
       assert.is_function(s[name], name)
     end
     -- the asynchronous operations' lowercase names belong to the await style
-    for _, name in ipairs{ "accept", "connect", "recv", "send", "sendto", "send_to" } do
-      assert.is_nil(s[name], name)
+    for _, name in ipairs{ "accept", "connect", "recv", "send", "sendto" } do
+      assert.is_function(s[name], name)
+      assert.is_true(debug.getinfo(s[name], "S").source:find("await.lua", 1, true) ~= nil, name)
     end
+    assert.is_nil(s.send_to) -- no alias for SendTo: sendto is the await style's
     local ov = fw:create_overlapped()
     assert.is_function(ov.set_notification_interface)
     assert.is_function(ov.is_pending)

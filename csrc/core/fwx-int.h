@@ -295,6 +295,7 @@ void fwx__socket_write_failed(uv_stream_t *stream, int status);
 fwx__conn_t *fwx__socket_conn(fwx_socket_t *s); /* made on first use; NULL: no memory */
 int fwx__udp_recv(fwx_socket_t *s, fwx_op_t *op);
 void fwx__udp_cancel(fwx_socket_t *s, int status);
+void fwx__udp_cancel_recv(fwx_socket_t *s);
 int fwx__udp_send(fwx_socket_t *s, fwx__sendop_t *so, const char *data, size_t len,
                   const struct sockaddr *to);
 

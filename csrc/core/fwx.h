@@ -200,6 +200,10 @@ int fwx_socket_send(fwx_socket_t *s, fwx_buffer_t *buf, const char *data, size_t
                     const struct sockaddr *to, int notify, uintptr_t key);
 int fwx_socket_shutdown(fwx_socket_t *s);
 int fwx_socket_close(fwx_socket_t *s, int abortive);
+/* End the pending receive and the pending accept with ERROR_OPERATION_ABORTED, leaving
+ * the socket open; returns how many it ended (0: nothing pending, or already queued).
+ * Connects and sends cannot be taken back alone: close the socket. */
+int fwx_socket_cancel_io(fwx_socket_t *s);
 int fwx_socket_name(fwx_socket_t *s, int peer, struct sockaddr_storage *out);
 int fwx_socket_setopt(fwx_socket_t *s, fwx_sockopt_t opt, int value);
 int fwx_socket_getopt(fwx_socket_t *s, fwx_sockopt_t opt, int *value);

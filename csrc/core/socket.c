@@ -389,6 +389,27 @@ static int close_socket(fwx_socket_t *s, int abortive, int force) {
 
 int fwx_socket_close(fwx_socket_t *s, int abortive) { return close_socket(s, abortive, 0); }
 
+/* CancelIo for the operations that can be taken back alone: a pending receive (the
+ * bytes that come later wait for the next one, as if it had not been started) and a
+ * pending accept (a connection that comes later waits for the next Accept). A connect
+ * or a send cannot: only closing the socket ends them. A receive or accept whose
+ * packet is already queued is not pending any more and keeps its result. */
+int fwx_socket_cancel_io(fwx_socket_t *s) {
+  int n = 0;
+  if (s->recv_op.state == FWX__PENDING) {
+    if (s->proto == FWX_UDP)
+      fwx__udp_cancel_recv(s);
+    else
+      fwx__reader_cancel_op(&s->uv.stream, &s->recv_op);
+    n++;
+  }
+  if (conn_pending(s, FWX_OP_ACCEPT)) {
+    fwx__op_complete(&s->conn->op, UV_ECANCELED);
+    n++;
+  }
+  return n;
+}
+
 /* The loop's handles that are network sockets: every UDP handle, and the TCP handles
  * whose reader says so (hooked sockets are TCP handles too). */
 static fwx_socket_t *socket_of_handle(uv_handle_t *h) {

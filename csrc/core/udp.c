@@ -134,6 +134,11 @@ int fwx__udp_recv(fwx_socket_t *s, fwx_op_t *op) {
   return 0;
 }
 
+/* Cancel the pending receive alone; receiving goes on into the one unclaimed chunk. */
+void fwx__udp_cancel_recv(fwx_socket_t *s) {
+  if (s->recv_op.state == FWX__PENDING) end_recv(s, UV_ECANCELED);
+}
+
 void fwx__udp_cancel(fwx_socket_t *s, int status) {
   fwx__udp_ext_t *u = fwx__socket_udp(s);
   if (s->recv_op.state == FWX__PENDING) end_recv(s, status);

@@ -154,6 +154,19 @@ __attribute__((visibility("default"))) int luaopen_fwx_core(lua_State *L) {
   lfwx_open_service(L);
   lua_newtable(L);
   lfwx_setfuncs(L, funcs);
+  /* core.methods: the method tables of the classes, by short name ("socket"), for
+   * the Lua side of the module (the await style adds its methods there). */
+  lua_newtable(L);
+  for (i = 1; i <= LFWX_NCLASSES; i++) {
+    const char *name = lfwx_class_names[i], *dot = strchr(name, '.');
+    luaL_getmetatable(L, name);
+    if (lua_getfield(L, -1, "__index") == LUA_TTABLE)
+      lua_setfield(L, -3, dot != NULL ? dot + 1 : name);
+    else
+      lua_pop(L, 1);
+    lua_pop(L, 1);
+  }
+  lua_setfield(L, -2, "methods");
   lfwx_open_errors(L);
   lua_setfield(L, -2, "errors");
   lua_pushliteral(L, FWX_VERSION);

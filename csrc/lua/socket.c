@@ -253,6 +253,14 @@ static int l_close(lua_State *L) {
   return 1;
 }
 
+/* s:CancelIo() -> whether it ended a pending Accept or Recv (each then notifies 995).
+ * The socket stays open; connects and sends are ended only by closing it. */
+static int l_cancel_io(lua_State *L) {
+  lfwx_socket_t *box = lfwx_checkudata(L, 1, LFWX_SOCKET);
+  lua_pushboolean(L, box->s != NULL && fwx_socket_cancel_io(box->s) > 0);
+  return 1;
+}
+
 /* __close (a <close> variable): the graceful close, whatever the error value. */
 static int l_tbc(lua_State *L) {
   lfwx_socket_t *box = lfwx_checkudata(L, 1, LFWX_SOCKET);
@@ -378,6 +386,7 @@ int lfwx_open_socket(lua_State *L) {
     {"SendTo", l_sendto},
     {"Shutdown", l_shutdown},
     {"Close", l_close},
+    {"CancelIo", l_cancel_io},
     {"GetSockName", l_getsockname},
     {"GetPeerName", l_getpeername},
     {"SetSockOpt", l_setsockopt},

@@ -22,6 +22,9 @@ function fwx.strerror(code)
   return core.strerror(code)
 end
 
+-- The await style (fw:spawn, s:recv(), ...) over the callback style's operations.
+require("fwx.await").install(core.methods)
+
 -- Tests run the suite with a GC step forced after every notification.
 if os.getenv("FWX_DEBUG_GC") == "1" then core._debug_gc(true) end
 

@@ -1,0 +1,332 @@
+--- fwx.await: the await style (DESIGN.md section 3).
+--
+-- Inside fw:spawn(fn), an asynchronous operation can be awaited: `s:recv()` starts
+-- `s:Recv(nil, sink, ud)` and suspends the coroutine until its notification, then
+-- returns `ok, err` and the notification's other values, less the object the call was
+-- made on and the user data. There is one implementation: each awaited operation is
+-- the callback-style one, with a sink that resumes the coroutine. So the invariants
+-- hold as they do there: one notification per operation (the coroutine is resumed
+-- once per awaited call), never inline, nothing collected while it waits (the
+-- coroutine is the operation's user data, anchored with it), and an error raised in a
+-- coroutine is reported like a handler's, to the service's on_error, and fails alone.
+--
+-- Timeouts: every awaited operation takes a timeout in ms as its last, optional
+-- argument (default: the socket's s:settimeout(ms), else none). When it runs out, a
+-- receive or an accept is cancelled (s:CancelIo(); the socket stays usable), a
+-- connect, a send or a pump closes its socket (neither can be taken back halfway), a
+-- handle's read or write cancels its overlapped; the call then returns
+-- `false, 121` (ERROR_SEM_TIMEOUT). An operation that completed before its
+-- cancellation could take effect keeps its own result.
+local M = {}
+
+local running, yield, resume = coroutine.running, coroutine.yield, coroutine.resume
+local cstatus, traceback = coroutine.status, debug.traceback
+local type, select, error, unpack = type, select, error, table.unpack
+
+local ERROR_OPERATION_ABORTED = 995
+local ERROR_SEM_TIMEOUT = 121
+
+-- What an awaited operation yields, so that any other yield is recognised as a misuse.
+local WAITING = setmetatable({}, { __name = "fwx.waiting" })
+
+-- The coroutines fw:spawn made, and their service (keys weak: a finished or abandoned
+-- coroutine is not kept). Awaited calls anywhere else raise.
+local spawned = setmetatable({}, { __mode = "k" })
+-- s:settimeout(ms): a socket's default timeout.
+local timeouts = setmetatable({}, { __mode = "k" })
+-- One overlapped per coroutine for handle reads and writes: a coroutine awaits one
+-- operation at a time.
+local overlapped_of = setmetatable({}, { __mode = "k" })
+
+-- What a resume that did not end in an awaited call's wait means: the coroutine
+-- raised, finished, or yielded something else. Runs in a sink, so what it raises goes
+-- to the service's on_error like any handler's error.
+local function after(co, ok, token)
+  if not ok then
+    error(traceback(co, token), 0)
+  end
+  if cstatus(co) == "suspended" then
+    error("fwx: a coroutine of fw:spawn yielded outside an awaited operation; "
+      .. "nothing will resume it", 0)
+  end
+end
+
+-- Resume co with the notification's values.
+local function step(co, ...)
+  local ok, token = resume(co, ...)
+  if token ~= WAITING then return after(co, ok, token) end
+end
+
+-- Start an operation with f(obj, ...). A misuse it raises (a bad argument, a closed
+-- socket) is raised again at the caller's line, in the awaited call's name and with
+-- the caller's argument numbers (f's less the object; for a handle's offset, less the
+-- overlapped too), since nothing was started.
+local function misuse(name, offset_arg, err)
+  if type(err) == "string" then
+    err = err:gsub("^[^\n]-:%d+: ", "", 1)
+    err = err:gsub("^bad argument #(%d+) to '[^']*'", function(n)
+      n = tonumber(n)
+      return ("bad argument #%d to '%s'"):format(n == offset_arg and n - 2 or n - 1, name)
+    end, 1)
+  end
+  error(err, 4)
+end
+
+local function begin(name, offset_arg, f, ...)
+  local ok, err = pcall(f, ...)
+  if not ok then misuse(name, offset_arg, err) end
+end
+
+-- The running coroutine, which must be one of fw:spawn's. Errors name the level of
+-- the user's call: 3 from a method's own body.
+local function not_spawned(what, level)
+  error(what .. " is the await style: call it inside fw:spawn(fn)", level or 3)
+end
+
+local function current(what, level)
+  local co, main = running()
+  if main or spawned[co] == nil then not_spawned(what, (level or 3) + 1) end
+  return co
+end
+
+local function check_timeout(ms, argn, what, level)
+  if ms ~= nil and (type(ms) ~= "number" or ms ~= ms or ms < 0) then
+    error(("bad argument #%d to '%s' (timeout in ms expected, got %s)")
+      :format(argn, what, type(ms) == "number" and tostring(ms) or type(ms)), level or 3)
+  end
+  return ms
+end
+
+-- An operation with a timeout has a state table as its user data instead of the
+-- coroutine: {co, timer, fired, done, cancel, obj}.
+local function on_timeout(ok, _, st)
+  if not ok or st.done then return end -- cancelled (995), or the operation came first
+  st.fired = true
+  st.cancel(st.obj)
+end
+
+-- The coroutine to resume, and the result as the caller sees it.
+local function settle(st, ok, err)
+  st.done = true
+  if st.fired then
+    if not ok and err == ERROR_OPERATION_ABORTED then
+      return st.co, false, ERROR_SEM_TIMEOUT
+    end
+  else
+    st.timer:Cancel()
+  end
+  return st.co, ok, err
+end
+
+-- Start the timer of an operation that has st as its user data, then wait.
+local function wait(fw, ms, st)
+  if st ~= nil then
+    st.timer = fw:SetTimer(ms, on_timeout, st)
+  end
+  return yield(WAITING)
+end
+
+-- The user data for an operation: the coroutine, or a state table with a timeout.
+local function userdata(co, ms, cancel, obj)
+  if ms == nil then return co, nil end
+  local st = { co = co, cancel = cancel, obj = obj }
+  return st, st
+end
+
+-- Sinks, one per notification shape: each resumes with ok, err and the rest, less
+-- the object and the user data.
+-- Recv, Send, SendTo: every message's, so without a timeout it resumes directly, and
+-- with one it has a sink of its own.
+local function wake_io(ok, err, buffer, co, address)
+  local resumed, token = resume(co, ok, err, buffer, address)
+  if token ~= WAITING then return after(co, resumed, token) end
+end
+
+local function wake_io_timed(ok, err, buffer, st, address)
+  local co
+  co, ok, err = settle(st, ok, err)
+  return wake_io(ok, err, buffer, co, address)
+end
+
+local function wake_accept(ok, err, _, accepted, remote, loc, ud)
+  if type(ud) ~= "thread" then ud, ok, err = settle(ud, ok, err) end
+  return step(ud, ok, err, accepted, remote, loc)
+end
+
+local function wake_connect(ok, err, _, ud)
+  if type(ud) ~= "thread" then ud, ok, err = settle(ud, ok, err) end
+  return step(ud, ok, err)
+end
+
+local function wake_handle(ok, bytes, err, _, ud) -- handle Read, Write
+  if type(ud) ~= "thread" then ud, ok, err = settle(ud, ok, err) end
+  return step(ud, ok, err, bytes)
+end
+
+local function wake_pump(ok, err, a_to_b, b_to_a, ud)
+  if type(ud) ~= "thread" then ud, ok, err = settle(ud, ok, err) end
+  return step(ud, ok, err, a_to_b, b_to_a)
+end
+
+local function wake_timer(ok, err, co)
+  return step(co, ok, err)
+end
+
+local function start(args)
+  return step(args[1], unpack(args, 2, args.n))
+end
+
+local function cancel_io(s) s:CancelIo() end
+local function close_abortive(s) s:Close(true) end
+local function close_pair(p) p[1]:Close(true); p[2]:Close(true) end
+local function cancel_overlapped(ov) ov:Cancel() end
+
+local function timeout_of(s, ms)
+  if ms == nil then return timeouts[s] end
+  return ms
+end
+
+--- Install the await style into the method tables of the classes.
+function M.install(methods)
+  local service, socket, handle = methods.service, methods.socket, methods.handle
+
+  --- fw:spawn(fn, ...) -> the coroutine. fn(...) runs in a new coroutine, started from
+  -- the dispatcher (a posted task), never inside this call. An error it raises goes to
+  -- on_error with its traceback, as a handler's does.
+  function service:spawn(fn, ...)
+    if type(fn) ~= "function" then
+      error(("bad argument #1 to 'spawn' (function expected, got %s)"):format(type(fn)), 2)
+    end
+    local co = coroutine.create(fn)
+    spawned[co] = self
+    if select("#", ...) == 0 then
+      self:PostTaskCompletion(step, co)
+    else
+      self:PostTaskCompletion(start, { co, n = select("#", ...) + 1, ... })
+    end
+    return co
+  end
+
+  --- fw:sleep(ms) -> ok, err: a timer, awaited (false, 995 if the service closes).
+  function service:sleep(ms)
+    local co = current("fw:sleep")
+    if type(ms) ~= "number" then
+      error(("bad argument #1 to 'sleep' (number expected, got %s)"):format(type(ms)), 2)
+    end
+    begin("sleep", nil, self.SetTimer, self, ms, wake_timer, co)
+    return yield(WAITING)
+  end
+
+  --- fw:pump(a, b [, ms]) -> ok, err, bytes_a_to_b, bytes_b_to_a
+  function service:pump(a, b, ms)
+    local co = current("fw:pump")
+    check_timeout(ms, 3, "pump")
+    local ud, st = userdata(co, ms, close_pair, { a, b })
+    begin("pump", nil, self.Pump, self, a, b, wake_pump, ud)
+    return wait(self, ms, st)
+  end
+
+  --- s:settimeout(ms): the default timeout of this socket's awaited operations
+  -- (nil: none).
+  function socket:settimeout(ms)
+    check_timeout(ms, 1, "settimeout")
+    timeouts[self] = ms
+    return true
+  end
+
+  --- s:accept([ms]) -> ok, err, accepted, remote, local
+  function socket:accept(ms)
+    local co = current("s:accept")
+    ms = timeout_of(self, check_timeout(ms, 1, "accept"))
+    local ud, st = userdata(co, ms, cancel_io, self)
+    begin("accept", nil, self.Accept, self, wake_accept, ud)
+    return wait(spawned[co], ms, st)
+  end
+
+  --- s:connect(host, port [, ms]) -> ok, err
+  function socket:connect(host, port, ms)
+    local co = current("s:connect")
+    ms = timeout_of(self, check_timeout(ms, 3, "connect"))
+    local ud, st = userdata(co, ms, close_abortive, self)
+    begin("connect", nil, self.Connect, self, host, port, wake_connect, ud)
+    return wait(spawned[co], ms, st)
+  end
+
+  -- Recv and Send are every message's calls, so they are written out: no helper
+  -- calls, no state table without a timeout (each Lua call is about 250 instructions
+  -- of an awaited echo's 13 000 per message, callgrind). And they are called plainly:
+  -- begin's pcall would cost about 800 instructions a call. A misuse then raises where
+  -- it is found, in the callback style's name ('Recv', 'Send', same argument numbers);
+  -- the traceback has the caller's line.
+  local function timed_io(s, co, sending, arg, ms, cancel)
+    local st = { co = co, cancel = cancel, obj = s }
+    if sending then s:Send(arg, wake_io_timed, st) else s:Recv(arg, wake_io_timed, st) end
+    return wait(spawned[co], ms, st)
+  end
+
+  --- s:recv([buffer [, ms]]) -> ok, err, buffer, address (UDP: the sender)
+  function socket:recv(buffer, ms)
+    local co, main = running()
+    if main or spawned[co] == nil then not_spawned("s:recv") end
+    if ms == nil then ms = timeouts[self] else check_timeout(ms, 2, "recv") end
+    if ms == nil then
+      self:Recv(buffer, wake_io, co)
+      return yield(WAITING)
+    end
+    return timed_io(self, co, false, buffer, ms, cancel_io)
+  end
+
+  --- s:send(buffer_or_string [, ms]) -> ok, err, buffer
+  function socket:send(data, ms)
+    local co, main = running()
+    if main or spawned[co] == nil then not_spawned("s:send") end
+    if ms == nil then ms = timeouts[self] else check_timeout(ms, 2, "send") end
+    if ms == nil then
+      self:Send(data, wake_io, co)
+      return yield(WAITING)
+    end
+    return timed_io(self, co, true, data, ms, close_abortive)
+  end
+
+  --- s:sendto(buffer_or_string, host, port [, ms]) -> ok, err, buffer
+  function socket:sendto(data, host, port, ms)
+    local co = current("s:sendto")
+    ms = timeout_of(self, check_timeout(ms, 4, "sendto"))
+    local ud, st = userdata(co, ms, close_abortive, self)
+    begin("sendto", nil, self.SendTo, self, data, host, port, st and wake_io_timed or wake_io, ud)
+    return wait(spawned[co], ms, st)
+  end
+
+  -- A handle's operations go through the coroutine's overlapped.
+  local function handle_op(h, op, name, buffer, offset, ms)
+    local what = "h:" .. name
+    local co = current(what, 3) -- called as a tail call: the user's is the next level
+    check_timeout(ms, 3, name, 3)
+    local fw = spawned[co]
+    local ov = overlapped_of[co]
+    if ov == nil then
+      ov = fw:CreateOverlapped()
+      overlapped_of[co] = ov
+    end
+    local ud, st = userdata(co, ms, cancel_overlapped, ov)
+    ov:SetNotificationInterface(wake_handle, ud)
+    if offset == nil then
+      begin(name, 4, h[op], h, buffer, ov)
+    else
+      begin(name, 4, h[op], h, buffer, ov, offset)
+    end
+    return wait(fw, ms, st)
+  end
+
+  --- h:read(buffer [, offset [, ms]]) -> ok, err, bytes
+  function handle:read(buffer, offset, ms)
+    return handle_op(self, "Read", "read", buffer, offset, ms)
+  end
+
+  --- h:write(buffer_or_string [, offset [, ms]]) -> ok, err, bytes
+  function handle:write(data, offset, ms)
+    return handle_op(self, "Write", "write", data, offset, ms)
+  end
+end
+
+return M

@@ -1,0 +1,672 @@
+-- The await style (fw:spawn, s:recv(), ...): the callback style's operations, awaited
+-- in a coroutine. Each case tries to break a promise of DESIGN.md: the coroutine is
+-- resumed exactly once per awaited call (also under close, cancel, shutdown and a
+-- timeout), never inside the call that started the work, nothing it waits with is
+-- collected, an error in one coroutine fails alone, misuse raises and starts nothing,
+-- and a timeout loses no bytes. Real sockets on 127.0.0.1, real pipes and files, nc.
+local fwx = require "fwx"
+local H = require "spec.helper"
+
+local E = fwx.errors
+
+-- A listening TCP socket on 127.0.0.1, any port.
+local function listener(fw, backlog)
+  local ls = fw:CreateNetworkSocket("tcp")
+  assert(ls:Bind("127.0.0.1", 0))
+  assert(ls:Listen(backlog or 16))
+  return ls, ls:GetSockName().port
+end
+
+-- A connected pair (client, server side), made by awaiting in a coroutine; calls
+-- body(client, server) in that coroutine.
+local function with_pair(fw, body)
+  fw:spawn(function()
+    local ls, port = listener(fw)
+    local c = fw:CreateNetworkSocket("tcp")
+    local server
+    fw:spawn(function()
+      local ok, err, accepted = ls:accept()
+      assert(ok, err)
+      server = accepted
+    end)
+    assert.same({ true, 0 }, { c:connect("127.0.0.1", port) })
+    while server == nil do fw:sleep(1) end
+    ls:Close()
+    body(c, server)
+  end)
+end
+
+describe("the await style", function()
+  before_each(H.before)
+  after_each(H.after)
+
+  describe("fw:spawn", function()
+    it("starts the coroutine from the dispatcher, never inside spawn, with its arguments", function()
+      local fw = H.new()
+      local got
+      local co = fw:spawn(function(...) got = table.pack(...) end, 1, nil, "three", nil)
+      assert.equal("thread", type(co))
+      assert.is_nil(got)
+      assert.equal("suspended", coroutine.status(co))
+      H.run(fw)
+      assert.same({ n = 4, 1, nil, "three", nil }, got)
+      assert.equal("dead", coroutine.status(co))
+    end)
+
+    it("runs coroutines in the order they were spawned, each to its first wait", function()
+      local fw = H.new()
+      local order = {}
+      for i = 1, 3 do
+        fw:spawn(function()
+          order[#order + 1] = "start " .. i
+          fw:sleep(0)
+          order[#order + 1] = "end " .. i
+        end)
+      end
+      H.run(fw)
+      assert.same({ "start 1", "start 2", "start 3", "end 1", "end 2", "end 3" }, order)
+    end)
+
+    it("raises on a bad function and on a closed service, and starts nothing", function()
+      local fw = H.new()
+      H.raises("bad argument #1 to 'spawn' (function expected, got nil)", function() fw:spawn() end)
+      H.raises("function expected, got string", function() fw:spawn("f") end)
+      assert.equal(0, fw:pending())
+      local closed = fwx.new{}
+      closed:Close()
+      H.raises("closed", function() closed:spawn(function() end) end)
+    end)
+  end)
+
+  describe("awaited operations outside fw:spawn", function()
+    it("raise a clear error and start nothing, in the main thread and in a plain coroutine", function()
+      local fw = H.new()
+      local s = fw:CreateNetworkSocket("tcp")
+      local ls = listener(fw)
+      H.raises("s:recv is the await style: call it inside fw:spawn(fn)", function() s:recv() end)
+      H.raises("s:accept is the await style", function() ls:accept() end)
+      H.raises("fw:sleep is the await style", function() fw:sleep(1) end)
+      local ok, err = coroutine.resume(coroutine.create(function() return ls:accept() end))
+      assert.is_false(ok)
+      assert.truthy(err:find("s:accept is the await style", 1, true), err)
+      assert.equal(0, fw:pending())
+      s:Close(); ls:Close()
+    end)
+
+    it("name the caller's line, as do bad timeouts inside fw:spawn", function()
+      local fw = H.new()
+      local s = fw:CreateNetworkSocket("tcp")
+      local path = os.tmpname()
+      local f = assert(io.open(path, "rb"))
+      local h = fw:HookToCompletionPort(f)
+      local outside = {
+        function() s:send("x") end, function() s:recv() end, function() s:accept() end,
+        function() s:connect("127.0.0.1", 1) end, function() h:read(fw:CreateBuffer(1)) end,
+        function() h:write("x") end, function() fw:sleep(1) end, function() fw:pump(s, s) end,
+      }
+      for _, call in ipairs(outside) do
+        local err = H.raises("is the await style", call)
+        assert.truthy(err:find("^spec/await_spec.lua:%d+: "), err)
+      end
+      local inside = {}
+      fw:spawn(function()
+        for _, call in ipairs({
+          function() s:send("x", -1) end, function() s:recv(nil, -1) end,
+          function() s:accept(-1) end, function() h:read(fw:CreateBuffer(1), nil, -1) end,
+          function() s:settimeout("x") end,
+        }) do
+          local ok, err = pcall(call)
+          inside[#inside + 1] = not ok and err
+        end
+      end)
+      H.run(fw)
+      assert.equal(5, #inside)
+      for _, err in ipairs(inside) do
+        assert.truthy(err:find("^spec/await_spec.lua:%d+: bad argument #%d to '%a+' %(timeout in ms expected"), err)
+      end
+      s:Close(); h:Close(); f:close(); os.remove(path)
+    end)
+  end)
+
+  describe("TCP", function()
+    it("echoes: accept, connect, recv and send return the notification's values", function()
+      local fw = H.new()
+      local ls, port = listener(fw)
+      local seen = {}
+      fw:spawn(function()
+        local ok, err, s, remote, loc = ls:accept()
+        seen.accept = { ok, err, tostring(s):match("^fwx.socket") ~= nil,
+                        remote.ip, loc.port }
+        while true do
+          local rok, rerr, buf = s:recv()
+          assert(rok, rerr)
+          if #buf == 0 then break end
+          local sok, serr, sent = s:send(buf)
+          assert.same({ true, 0 }, { sok, serr })
+          assert.is_true(rawequal(sent, buf))
+        end
+        s:Close()
+        ls:Close()
+      end)
+      fw:spawn(function()
+        local c = fw:CreateNetworkSocket("tcp")
+        seen.connect = { c:connect("127.0.0.1", port) }
+        local got = {}
+        for _, word in ipairs({ "one", "two", "three" }) do
+          assert(c:send(word))
+          local ok, err, buf = c:recv()
+          seen.recv = { ok, err }
+          got[#got + 1] = tostring(buf)
+        end
+        seen.echoed = got
+        c:Shutdown()
+        local ok, err, buf = c:recv()
+        seen.eof = { ok, err, #buf }
+        c:Close()
+      end)
+      H.run(fw)
+      assert.same({ true, 0, true, "127.0.0.1", port }, seen.accept)
+      assert.same({ true, 0 }, seen.connect)
+      assert.same({ true, 0 }, seen.recv)
+      assert.same({ "one", "two", "three" }, seen.echoed)
+      assert.same({ true, 0, 0 }, seen.eof)
+    end)
+
+    it("serves nc: an await-style echo server with a real client", function()
+      local fw = H.new()
+      local ls, port = listener(fw)
+      fw:spawn(function()
+        local ok, _, s = ls:accept()
+        assert(ok)
+        ls:Close()
+        repeat
+          local rok, _, buf = s:recv()
+          if rok and #buf > 0 then s:send(buf) end
+        until not rok or #buf == 0
+        s:Close()
+      end)
+      local out = os.tmpname()
+      os.execute(("(printf 'await echo' | timeout 5 nc -N 127.0.0.1 %d > %s) &"):format(port, out))
+      H.run(fw)
+      -- nc exits once the echo is back and the server closed; wait for its output.
+      local got
+      for _ = 1, 100 do
+        local f = io.open(out); got = f:read("a"); f:close()
+        if got == "await echo" then break end
+        os.execute("sleep 0.05")
+      end
+      os.remove(out)
+      assert.equal("await echo", got)
+    end)
+
+    it("receives into the caller's buffer", function()
+      local fw = H.new()
+      local got
+      with_pair(fw, function(c, s)
+        assert(c:send("0123456789"))
+        local buf = fw:CreateBuffer(4)
+        local ok, err, b = s:recv(buf)
+        got = { ok, err, rawequal(b, buf), tostring(b) }
+        c:Close(); s:Close()
+      end)
+      H.run(fw)
+      assert.same({ true, 0, true, "0123" }, got)
+    end)
+
+    it("a connect that is refused returns false and 1225", function()
+      local fw = H.new()
+      local ls, port = listener(fw)
+      ls:Close()
+      local got
+      fw:spawn(function()
+        local c = fw:CreateNetworkSocket("tcp")
+        got = { c:connect("127.0.0.1", port) }
+        c:Close()
+      end)
+      H.run(fw)
+      assert.same({ false, E.ERROR_CONNECTION_REFUSED }, got)
+    end)
+
+    it("misuse raises at the caller's line, in the awaited call's name and argument numbers", function()
+      local fw = H.new()
+      local errs = {}
+      local path = os.tmpname()
+      local f = assert(io.open(path, "rb"))
+      local h = fw:HookToCompletionPort(f)
+      fw:spawn(function()
+        local s = fw:CreateNetworkSocket("tcp")
+        for _, call in ipairs({
+          function() s:recv(123) end,
+          function() s:send({}) end,
+          function() s:sendto("x", "127.0.0.1", "port") end,
+          function() h:read(fw:CreateBuffer(4), -3) end,
+          function() fw:pump(s, 1) end,
+        }) do
+          local ok, err = pcall(call)
+          errs[#errs + 1] = not ok and err
+        end
+        assert.equal(0, fw:pending())
+        s:Close(); h:Close()
+      end)
+      H.run(fw)
+      f:close(); os.remove(path)
+      -- recv and send, every message's calls, raise in the callback style's name
+      -- rather than pay for a pcall; the argument numbers are the caller's all the same
+      local want = {
+        "bad argument #1 to 'Recv' (fwx.buffer expected, got number)",
+        "bad argument #1 to 'Send' (fwx.buffer or string expected, got table)",
+        "bad argument #3 to 'sendto' (number expected, got string)",
+        "bad argument #2 to 'read' (offset must be 0 or more)",
+        "bad argument #2 to 'pump' (fwx.socket expected, got number)",
+      }
+      for i, w in ipairs(want) do
+        assert.truthy(errs[i], w)
+        assert.truthy(errs[i]:find(w, 1, true), errs[i])
+        if i > 2 then -- the caller's line
+          assert.truthy(errs[i]:find("^spec/await_spec.lua:%d+: "), errs[i])
+        end
+      end
+    end)
+
+    it("misuse inside a coroutine raises at the call, and the coroutine fails alone", function()
+      local fw, errors = H.collecting()
+      local after = {}
+      fw:spawn(function()
+        local s = fw:CreateNetworkSocket("tcp")
+        s:Close()
+        s:recv() -- closed: raises
+        after.bad = true
+      end)
+      fw:spawn(function()
+        fw:sleep(1)
+        after.good = true
+      end)
+      assert.is_true(fw:run(H.TIMEOUT_MS))
+      assert.is_nil(after.bad)
+      assert.is_true(after.good)
+      assert.equal(1, #errors)
+      assert.truthy(errors[1]:find("closed"), errors[1])
+      for i = #errors, 1, -1 do errors[i] = nil end
+    end)
+  end)
+
+  describe("exactly once", function()
+    it("a recv waiting when another coroutine closes the socket returns 995 once", function()
+      local fw = H.new()
+      local got = {}
+      with_pair(fw, function(c, s)
+        fw:spawn(function()
+          local r = { s:recv() }
+          got[#got + 1] = r
+        end)
+        fw:sleep(5)
+        s:Close()
+        fw:sleep(5)
+        c:Close()
+      end)
+      H.run(fw)
+      assert.same({ { false, E.ERROR_OPERATION_ABORTED } }, got)
+    end)
+
+    it("fw:Close() resumes every waiting coroutine once with 995, timeouts or not", function()
+      local fw = H.new()
+      local ls = listener(fw)
+      local got = {}
+      -- (the result first: `got[#got + 1] = {...}` would take its index before waiting)
+      fw:spawn(function() local r = { "accept", ls:accept() }; got[#got + 1] = r end)
+      fw:spawn(function() local r = { "sleep", fw:sleep(60000) }; got[#got + 1] = r end)
+      fw:spawn(function()
+        local u = fw:CreateNetworkSocket("udp")
+        assert(u:Bind("127.0.0.1", 0))
+        local r = { "udp", u:recv(nil, 60000) }
+        got[#got + 1] = r
+        u:Close()
+      end)
+      H.run_for(fw, 20)
+      assert.same({}, got)
+      fw:Close()
+      table.sort(got, function(a, b) return a[1] < b[1] end)
+      assert.same({
+        { "accept", false, E.ERROR_OPERATION_ABORTED },
+        { "sleep", false, E.ERROR_OPERATION_ABORTED },
+        { "udp", false, E.ERROR_OPERATION_ABORTED },
+      }, got)
+      ls:Close()
+    end)
+
+    it("a coroutine that yields outside an awaited operation is reported and not resumed", function()
+      local fw, errors = H.collecting()
+      local resumed = false
+      fw:spawn(function()
+        coroutine.yield("stray")
+        resumed = true
+      end)
+      assert.is_true(fw:run(H.TIMEOUT_MS))
+      assert.is_false(resumed)
+      assert.equal(1, #errors)
+      assert.truthy(errors[1]:find("yielded outside an awaited operation", 1, true), errors[1])
+      for i = #errors, 1, -1 do errors[i] = nil end
+    end)
+  end)
+
+  describe("errors", function()
+    it("go to on_error with the coroutine's traceback, and the others go on", function()
+      local fw, errors = H.collecting()
+      local done = 0
+      local function failing_filter()
+        fw:sleep(1)
+        error("the filter broke")
+      end
+      fw:spawn(failing_filter)
+      for _ = 1, 3 do
+        fw:spawn(function()
+          fw:sleep(2)
+          done = done + 1
+        end)
+      end
+      assert.is_true(fw:run(H.TIMEOUT_MS))
+      assert.equal(3, done)
+      assert.equal(1, #errors)
+      -- the error where it was raised, then the coroutine's own stack
+      assert.truthy(errors[1]:find("await_spec.lua:%d+: the filter broke\nstack traceback:"), errors[1])
+      local line = debug.getinfo(failing_filter, "S").linedefined
+      assert.truthy(errors[1]:find("await_spec.lua:" .. line, 1, true), errors[1])
+      for i = #errors, 1, -1 do errors[i] = nil end
+    end)
+  end)
+
+  describe("timeouts", function()
+    it("a recv that times out returns false, 121; the socket stays usable and loses nothing", function()
+      local fw = H.new()
+      local got = {}
+      with_pair(fw, function(c, s)
+        got.timeout = { s:recv(nil, 20) }
+        assert(c:send("after the timeout"))
+        local ok, err, buf = s:recv(nil, 5000)
+        got.after = { ok, err, tostring(buf) }
+        c:Close(); s:Close()
+      end)
+      H.run(fw)
+      assert.same({ false, E.ERROR_SEM_TIMEOUT }, got.timeout)
+      assert.same({ true, 0, "after the timeout" }, got.after)
+    end)
+
+    it("bytes already there beat a 0 ms timeout, and the timer leaves nothing behind", function()
+      local fw = H.new()
+      local got = {}
+      with_pair(fw, function(c, s)
+        assert(c:send("arm"))
+        assert.equal("arm", tostring(select(3, s:recv()))) -- reading is armed from now on
+        assert(c:send("ready"))
+        fw:sleep(20) -- the bytes are read and held by the socket now
+        local ok, err, buf = s:recv(nil, 0)
+        got.first = { ok, err, tostring(buf) }
+        got.second = { s:recv(nil, 0) }
+        c:Close(); s:Close()
+      end)
+      H.run(fw)
+      assert.same({ true, 0, "ready" }, got.first)
+      assert.same({ false, E.ERROR_SEM_TIMEOUT }, got.second)
+    end)
+
+    it("an operation that completed before the timeout could cancel it keeps its result", function()
+      local fw = H.new()
+      local got
+      with_pair(fw, function(c, s)
+        fw:spawn(function()
+          -- The bytes reach the kernel now; then this handler keeps the loop busy past
+          -- the timeout, so that the next poll finds both the timer due and the bytes
+          -- there: the timer's notification cancels a receive that has completed.
+          assert(c:send("in time"))
+          local t = os.clock()
+          while os.clock() - t < 0.08 do end
+        end)
+        local ok, err, buf = s:recv(nil, 30)
+        got = { ok, err, buf and tostring(buf) }
+        c:Close(); s:Close()
+      end)
+      H.run(fw)
+      assert.same({ true, 0, "in time" }, got)
+    end)
+
+    it("s:settimeout sets the default, an argument overrides it, nil clears it", function()
+      local fw = H.new()
+      local got = {}
+      with_pair(fw, function(c, s)
+        assert.is_true(s:settimeout(10))
+        got.default = { s:recv() }
+        fw:spawn(function()
+          fw:sleep(30)
+          c:send("late")
+        end)
+        local ok, _, buf = s:recv(nil, 5000)
+        got.override = { ok, tostring(buf) }
+        s:settimeout(nil)
+        fw:spawn(function()
+          fw:sleep(30)
+          c:send("later")
+        end)
+        ok, _, buf = s:recv()
+        got.cleared = { ok, tostring(buf) }
+        c:Close(); s:Close()
+      end)
+      H.run(fw)
+      assert.same({ false, E.ERROR_SEM_TIMEOUT }, got.default)
+      assert.same({ true, "late" }, got.override)
+      assert.same({ true, "later" }, got.cleared)
+    end)
+
+    it("an accept that times out leaves the listener usable", function()
+      local fw = H.new()
+      local ls, port = listener(fw)
+      local got = {}
+      fw:spawn(function()
+        got.timeout = { ls:accept(10) }
+        local c = fw:CreateNetworkSocket("tcp")
+        fw:spawn(function() assert(c:connect("127.0.0.1", port)) end)
+        local ok, err, s = ls:accept(5000)
+        got.after = { ok, err }
+        s:Close(); c:Close(); ls:Close()
+      end)
+      H.run(fw)
+      assert.same({ false, E.ERROR_SEM_TIMEOUT }, got.timeout)
+      assert.same({ true, 0 }, got.after)
+    end)
+
+    it("a send that times out closes the socket (a send cannot be taken back halfway)", function()
+      local fw = H.new()
+      local got = {}
+      with_pair(fw, function(c, s)
+        -- The peer never reads: the socket buffers fill, and one send waits. (1 MiB
+        -- at a time: one huge string would raise glibc's mmap threshold for the specs
+        -- that run after this one, and their RSS figures with it.)
+        local chunk, ok, err = ("x"):rep(1024 * 1024), true, 0
+        for _ = 1, 256 do
+          ok, err = c:send(chunk, 50)
+          if not ok then break end
+        end
+        got.send = { ok, err, c:IsClosed() }
+        s:Close()
+      end)
+      H.run(fw)
+      assert.same({ false, E.ERROR_SEM_TIMEOUT, true }, got.send)
+    end)
+
+    it("an operation that ends before its timeout cancels the timer", function()
+      local fw = H.new()
+      local got
+      with_pair(fw, function(c, s)
+        assert(c:send("quick"))
+        local ok, err, buf = s:recv(nil, 60000)
+        got = { ok, err, tostring(buf) }
+        c:Close(); s:Close()
+      end)
+      -- H.run returns only when nothing is pending: a timer left running would hold it.
+      H.run(fw, 5000)
+      assert.same({ true, 0, "quick" }, got)
+    end)
+
+    it("a bad timeout raises and starts nothing", function()
+      local fw = H.new()
+      local raised = {}
+      with_pair(fw, function(c, s)
+        for _, bad in ipairs({ -1, "10", 0 / 0, {} }) do
+          local ok, err = pcall(s.recv, s, nil, bad)
+          raised[#raised + 1] = not ok and err:match("timeout in ms expected") ~= nil
+        end
+        local ok, err = pcall(s.settimeout, s, -5)
+        raised[#raised + 1] = not ok and err:match("timeout in ms expected") ~= nil
+        assert.equal(0, fw:pending(true).recv or 0)
+        c:Close(); s:Close()
+      end)
+      H.run(fw)
+      assert.same({ true, true, true, true, true }, raised)
+    end)
+  end)
+
+  describe("nothing is collected while a coroutine waits", function()
+    it("a coroutine held by nothing but its pending recv survives full collections", function()
+      local fw = H.new()
+      local done = false
+      local port
+      do
+        local ls
+        ls, port = listener(fw)
+        fw:spawn(function()
+          local _, _, s = ls:accept()
+          ls:Close()
+          local ok, _, buf = s:recv()
+          done = ok and tostring(buf) == "finally"
+          s:Close()
+        end)
+      end
+      local c = fw:CreateNetworkSocket("tcp")
+      c:Connect("127.0.0.1", port, function(ok) assert(ok) end)
+      H.run_for(fw, 30)
+      for _ = 1, 3 do collectgarbage() end
+      c:Send("finally")
+      H.run_until(fw, function() return done end)
+      c:Close()
+      H.run(fw)
+      assert.is_true(done)
+    end)
+  end)
+
+  describe("UDP", function()
+    it("recv returns the sender's address; sendto answers it", function()
+      local fw = H.new()
+      local got = {}
+      fw:spawn(function()
+        local a = fw:CreateNetworkSocket("udp")
+        local b = fw:CreateNetworkSocket("udp")
+        assert(a:Bind("127.0.0.1", 0)); assert(b:Bind("127.0.0.1", 0))
+        local pa, pb = a:GetSockName().port, b:GetSockName().port
+        local sok, serr, sent = b:sendto("ping", "127.0.0.1", pa)
+        got.sent = { sok, serr, tostring(sent) }
+        local ok, err, buf, from = a:recv()
+        got.ping = { ok, err, tostring(buf), from.port == pb }
+        assert(a:sendto("pong", from)) -- an address value: no port
+        ok, err, buf = b:recv(nil, 5000)
+        got.pong = { ok, err, tostring(buf) }
+        a:Close(); b:Close()
+      end)
+      H.run(fw)
+      assert.same({ true, 0, "ping" }, got.sent)
+      assert.same({ true, 0, "ping", true }, got.ping)
+      assert.same({ true, 0, "pong" }, got.pong)
+    end)
+  end)
+
+  describe("hooked handles", function()
+    local temps = {}
+    after_each(function()
+      for _, p in ipairs(temps) do os.remove(p) end
+      temps = {}
+    end)
+
+    it("write then read a file at offsets", function()
+      local fw = H.new()
+      local path = os.tmpname()
+      temps[#temps + 1] = path
+      local f = assert(io.open(path, "r+b"))
+      local h = fw:HookToCompletionPort(f)
+      local got = {}
+      fw:spawn(function()
+        got.write = { h:write("awaited bytes", 0) }
+        local buf = fw:CreateBuffer(7)
+        local ok, err, n = h:read(buf, 8)
+        got.read = { ok, err, n, tostring(buf) }
+        h:Close()
+      end)
+      H.run(fw)
+      f:close()
+      assert.same({ true, 0, 13 }, got.write)
+      assert.same({ true, 0, 5, "bytes" }, got.read)
+    end)
+
+    it("a pipe read that times out is cancelled; the next read gets the bytes", function()
+      local fw = H.new()
+      local path = os.tmpname()
+      os.remove(path)
+      temps[#temps + 1] = path
+      assert(os.execute("mkfifo '" .. path .. "'"))
+      local f = assert(io.open(path, "r+"))
+      local h = fw:HookToCompletionPort(f)
+      local got = {}
+      fw:spawn(function()
+        local buf = fw:CreateBuffer(64)
+        got.timeout = { h:read(buf, nil, 20) }
+        fw:spawn(function() h:write("through") end)
+        local ok, err, n = h:read(buf, nil, 5000)
+        got.after = { ok, err, n, tostring(buf) }
+        h:Close()
+      end)
+      H.run(fw)
+      f:close()
+      assert.same({ false, E.ERROR_SEM_TIMEOUT }, { got.timeout[1], got.timeout[2] })
+      assert.same({ true, 0, 7, "through" }, got.after)
+    end)
+  end)
+
+  describe("fw:pump", function()
+    it("awaits the core pump to the end of both directions", function()
+      local fw = H.new()
+      local up, up_port = listener(fw)
+      local front, front_port = listener(fw)
+      local got = {}
+      fw:spawn(function() -- the upstream: echo, then close at the end of stream
+        local _, _, s = up:accept()
+        up:Close()
+        repeat
+          local ok, _, buf = s:recv()
+          if ok and #buf > 0 then s:send(buf) end
+        until not ok or #buf == 0
+        s:Close()
+      end)
+      fw:spawn(function() -- the proxy
+        local _, _, a = front:accept()
+        front:Close()
+        local b = fw:CreateNetworkSocket("tcp")
+        assert(b:connect("127.0.0.1", up_port))
+        got.pump = { fw:pump(a, b) }
+        a:Close(); b:Close()
+      end)
+      fw:spawn(function() -- the client
+        local c = fw:CreateNetworkSocket("tcp")
+        assert(c:connect("127.0.0.1", front_port))
+        c:send("through the pump")
+        c:Shutdown()
+        local parts = {}
+        repeat
+          local ok, _, buf = c:recv()
+          if ok and #buf > 0 then parts[#parts + 1] = tostring(buf) end
+        until not ok or #buf == 0
+        got.client = table.concat(parts)
+        c:Close()
+      end)
+      H.run(fw)
+      assert.equal("through the pump", got.client)
+      assert.same({ true, 0, 16, 16 }, got.pump)
+    end)
+  end)
+end)
