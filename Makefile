@@ -66,9 +66,14 @@ valgrind: deps
 	$(DEV_ENV) FWX_SANITIZED=1 FWX_SPEC_TIMEOUT_MS=60000 valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
 	  -q $(LUA) $$(command -v busted) $(BUSTED_ARGS) spec
 
+# The host with the default filter: 127.0.0.1:7000 forwarded to an echo server on
+# 127.0.0.1:7001 (examples/echo.lua, started here and stopped with the host).
 run: deps
 	@$(MAKE) --no-print-directory all
-	$(DEV_ENV) $(LUA) examples/echo.lua $(ARGS)
+	@$(DEV_ENV) $(LUA) examples/echo.lua 7001 >/dev/null & up=$$!; \
+	  trap 'kill $$up 2>/dev/null' EXIT INT TERM; \
+	  echo "fwx: the host forwards 127.0.0.1:7000 to an echo server on 127.0.0.1:7001; try:  nc 127.0.0.1 7000"; \
+	  $(DEV_ENV) $(LUA) bin/fwx run examples/filters/default.lua $(ARGS)
 
 install: all
 	luarocks --lua-version=5.4 make rockspec/fwx-scm-1.rockspec

@@ -200,14 +200,14 @@ group_servers() {
 missing_reason() {
   local group=$1 name=$2
   case $name in
-    fwx_host*)
-      echo "the fwx host (DESIGN.md section 5) is not wired into bench/run.sh yet"
+    fwx_host_t2)
+      echo "the host's threads = 2 needs worker threads (DESIGN.md section 4), not built yet"
       return ;;
     fwx_await)
       if [ -n "$FWX_MISSING" ]; then echo "$FWX_MISSING"; return; fi
       [ -n "$FWX_AWAIT_MISSING" ] && echo "$FWX_AWAIT_MISSING"
       return ;;
-    fwx_pump)
+    fwx_pump|fwx_host)
       if [ -n "$FWX_MISSING" ]; then echo "$FWX_MISSING"; return; fi
       [ -n "$FWX_PUMP_MISSING" ] && echo "$FWX_PUMP_MISSING"
       return ;;
@@ -233,6 +233,8 @@ server_cmd() {
     proxy:luv) CMD=("$LUA" bench/luv_proxy.lua 0 127.0.0.1 "$arg") ;;
     proxy:fwx) CMD=("${fwx_env[@]}" bench/fwx_proxy.lua 0 127.0.0.1 "$arg") ;;
     proxy:fwx_pump) CMD=("${fwx_env[@]}" bench/fwx_pump_proxy.lua 0 127.0.0.1 "$arg") ;;
+    proxy:fwx_host) CMD=("${fwx_env[@]}" bench/fwx_host_proxy.lua none 0 127.0.0.1 "$arg") ;;
+    proxy:fwx_host_lua) CMD=("${fwx_env[@]}" bench/fwx_host_proxy.lua lua 0 127.0.0.1 "$arg") ;;
     upstream:c) CMD=("$BDIR/c_echo" 0) ;;
     upstream:sink) CMD=("$BDIR/loadgen" -t "$SERVER_LIMIT" sink 127.0.0.1 0) ;;
     dispatch:c) CMD=("$BDIR/dispatch_c" "$arg" "$DISPATCH_SECONDS") ;;

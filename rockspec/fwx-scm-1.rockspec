@@ -22,9 +22,13 @@ external_dependencies = {
 }
 build = {
   type = "builtin",
+  install = {
+    bin = { fwx = "bin/fwx" },
+  },
   modules = {
     fwx = "lua/fwx/init.lua",
     ["fwx.await"] = "lua/fwx/await.lua",
+    ["fwx.host"] = "lua/fwx/host.lua",
     ["fwx.core"] = {
       sources = {
         "csrc/core/arena.c", "csrc/core/buffer.c", "csrc/core/deferred.c", "csrc/core/error.c",

@@ -46,6 +46,13 @@ function H.new(opts)
   return fw
 end
 
+--- Check fw after the test as H.new's services are (for a service made elsewhere,
+--- such as host.service()).
+function H.track(fw)
+  services[#services + 1] = fw
+  return fw
+end
+
 --- A service and the list its handler errors go to (for tests that expect some).
 function H.collecting()
   local fw = H.new()

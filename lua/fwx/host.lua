@@ -1,0 +1,367 @@
+--- fwx.host: the Firewall service (DESIGN.md section 5), a filtering TCP proxy whose
+-- filters are Lua tables in the short form:
+--
+--   return {
+--     listen   = "127.0.0.1:7000",          -- where clients come in
+--     upstream = "127.0.0.1:7001",          -- where each connection is forwarded
+--     on_accept = function(conn) ... end,   -- false: refuse the connection
+--     on_data   = function(conn, direction, buf) ... end, -- see below
+--     on_close  = function(conn, result) ... end,
+--     failure = "closed",                   -- or "open": what a raising filter means
+--     max_connections = 10000,
+--     access_log = true,                    -- stderr; a function(line); false: none
+--     error_log = true,                     -- where filter errors go, the same way
+--   }
+--
+-- A connection with no on_data is pumped by the C core alone (fw:Pump: splice, no Lua
+-- per chunk), the SDK's "kernel mode" pumping. With on_data, every chunk passes through
+-- Lua: direction is "request" (client to upstream) or "response" (upstream to client);
+-- returning nil forwards buf as it is, a string or a buffer forwards that instead,
+-- false drops the chunk; conn:send(direction, data) injects bytes and conn:close()
+-- ends the connection. Each direction stops reading while about 128 KiB it sent are
+-- not yet written (backpressure), as the benchmark's proxies do.
+local M = {}
+
+local HIGH_WATER = 64 * 1024
+local ERROR_OPERATION_ABORTED = 995
+local DIRECTIONS = { request = true, response = true }
+
+-- "host:port" or "[v6]:port" -> host, port.
+local function endpoint(value, what)
+  local h, p
+  if type(value) == "string" then
+    h, p = value:match("^%[(.+)%]:(%d+)$")
+    if not h then h, p = value:match("^([^:]+):(%d+)$") end
+  end
+  if not h then
+    error(("%s must be \"host:port\", got %s"):format(what,
+      type(value) == "string" and ("%q"):format(value) or type(value)), 0)
+  end
+  p = tonumber(p)
+  if p > 65535 then error(("%s: port %d is out of range"):format(what, p), 0) end
+  return h, p
+end
+
+-- The filter as the host runs it: checked once, with every default filled in.
+local function check_filter(filter)
+  if type(filter) ~= "table" then
+    error(("a filter is a table, got %s"):format(type(filter)), 0)
+  end
+  local f = {}
+  f.listen_host, f.listen_port = endpoint(filter.listen or "127.0.0.1:7000", "listen")
+  f.upstream_host, f.upstream_port = endpoint(filter.upstream, "upstream")
+  for _, name in ipairs({ "on_accept", "on_data", "on_close" }) do
+    local fn = filter[name]
+    if fn ~= nil and type(fn) ~= "function" then
+      error(("%s must be a function, got %s"):format(name, type(fn)), 0)
+    end
+    f[name] = fn
+  end
+  f.failure = filter.failure or "closed"
+  if f.failure ~= "closed" and f.failure ~= "open" then
+    error(("failure must be \"closed\" or \"open\", got %s"):format(tostring(filter.failure)), 0)
+  end
+  f.max_connections = filter.max_connections or 10000
+  if math.type(f.max_connections) ~= "integer" or f.max_connections < 1 then
+    error("max_connections must be a positive integer", 0)
+  end
+  for _, name in ipairs({ "access_log", "error_log" }) do
+    local log = filter[name]
+    if log == nil or log == true then
+      f[name] = function(line) io.stderr:write(line, "\n") end
+    elseif log == false then
+      f[name] = nil
+    elseif type(log) == "function" then
+      f[name] = log
+    else
+      error(name .. " must be true, false or a function", 0)
+    end
+  end
+  return f
+end
+
+-- A connection as filters see it.
+local Conn = {}
+Conn.__index = Conn
+
+function Conn:close() self._close("closed by the filter") end
+
+--- conn:send(direction, data): bytes that go out as if they came in that direction
+-- ("request": to the upstream, "response": to the client).
+function Conn:send(direction, data)
+  if not DIRECTIONS[direction] then
+    error(("bad argument #1 to 'send' (\"request\" or \"response\" expected, got %s)")
+      :format(tostring(direction)), 2)
+  end
+  if self.closed then return false end
+  local dst = direction == "request" and self._upstream or self._client
+  dst:Send(data)
+  return true
+end
+
+Conn.__tostring = function(c) return ("fwx.connection %d (%s)"):format(c.id, tostring(c.client)) end
+
+-- The connection each socket of the host belongs to, for the service's error handler.
+local conn_of = setmetatable({}, { __mode = "k" })
+
+local function report(f, conn, what, message)
+  if f.error_log then
+    f.error_log(("fwx: conn=%d %s raised: %s"):format(conn.id, what, tostring(message)))
+  end
+end
+
+-- Services made by host.service(): their error handler is what fails a connection
+-- closed when on_data raises.
+local host_services = setmetatable({}, { __mode = "k" })
+
+--- host.service() -> fw: a service for host.start. on_data is called plainly, not
+-- under a pcall of its own (about 800 instructions a chunk, callgrind): what it
+-- raises reaches this service's error handler with the socket whose receive it was,
+-- and fails that connection closed. Other errors are logged as fwx.new's are.
+function M.service()
+  local fw = require("fwx").new{ on_error = function(message, object, operation)
+    local conn = object ~= nil and conn_of[object] or nil
+    if conn == nil or conn.closed then
+      io.stderr:write(("fwx: error in %s notification for %s: %s\n")
+        :format(tostring(operation), tostring(object), tostring(message)))
+      return
+    end
+    conn._failed(message)
+  end }
+  host_services[fw] = true
+  return fw
+end
+
+--- host.start(filter [, fw]) -> server: serves filter on fw (from host.service(); by
+-- default a new one), which fw:run() runs. server.fw is that service, server.port
+-- the listening port, server.connections counts the open connections, and
+-- server.close() stops accepting (connections in progress go on).
+function M.start(filter, fw)
+  local f = check_filter(filter)
+  if fw == nil then
+    fw = M.service()
+  elseif not host_services[fw] then
+    error("host.start: the service must come from host.service()", 2)
+  end
+  local server = { connections = 0, accepted = 0 }
+  server.fw = fw
+  local ls = fw:CreateNetworkSocket("tcp")
+  local ok, msg = ls:Bind(f.listen_host, f.listen_port)
+  if ok then ok, msg = ls:Listen(511) end
+  if not ok then
+    ls:Close()
+    error(("cannot listen on %s:%d: %s"):format(f.listen_host, f.listen_port, msg), 0)
+  end
+  server.port = ls:GetSockName().port
+  server.address = ls:GetSockName()
+  local upstream_name = ("%s:%d"):format(f.upstream_host, f.upstream_port)
+  local buffer_meta = getmetatable(fw:CreateBuffer(0))
+
+  -- Run a filter function protected; a raise is reported: returns ok, and the
+  -- function's first result.
+  local function call_filter(conn, name, ...)
+    local fine, res = xpcall(f[name], debug.traceback, ...)
+    if not fine then
+      report(f, conn, name, res)
+      return false
+    end
+    return true, res
+  end
+  local on_data = f.on_data
+  if on_data ~= nil and f.failure == "open" then
+    on_data = function(conn, direction, buf)
+      local fine, out = call_filter(conn, "on_data", conn, direction, buf)
+      if fine then return out end -- else the bytes go on as they came
+    end
+  end
+
+  local function serve(client, remote)
+    local conn = setmetatable({ id = server.accepted, client = remote,
+                                upstream = upstream_name, closed = false,
+                                request_bytes = 0, response_bytes = 0 }, Conn)
+    local upstream = fw:CreateNetworkSocket("tcp")
+    conn._client, conn._upstream = client, upstream
+    conn_of[client], conn_of[upstream] = conn, conn
+    local ended = 0 -- directions that reached their end of stream
+    server.connections = server.connections + 1
+
+    local function finish(reason, err)
+      if conn.closed then return end
+      conn.closed = true
+      server.connections = server.connections - 1
+      client:Close()
+      upstream:Close()
+      local result = { reason = reason, error = err, request_bytes = conn.request_bytes,
+                       response_bytes = conn.response_bytes }
+      if f.on_close then call_filter(conn, "on_close", conn, result) end
+      if f.access_log then
+        f.access_log(("fwx: conn=%d client=%s upstream=%s request=%d response=%d end=%s%s")
+          :format(conn.id, tostring(remote), upstream_name, conn.request_bytes,
+            conn.response_bytes, reason, err and (" error=" .. err) or ""))
+      end
+    end
+    conn._close = finish
+    function conn._failed(message) -- on_data raised (failing open catches it before)
+      report(f, conn, "on_data", message)
+      finish("filter error")
+    end
+
+    -- One direction through Lua: receive from src, filter, send to dst.
+    local function relay(src, dst, direction, counter)
+      local since_mark, marker_out, waiting = 0, false, false
+      local on_recv
+
+      local function on_marker(ok, err)
+        marker_out = false
+        if not ok then return finish("error", err) end
+        if waiting and not conn.closed then
+          waiting = false
+          src:Recv(nil, on_recv)
+        end
+      end
+
+      function on_recv(ok, err, buf)
+        if conn.closed then return end
+        if not ok then return finish("error", err) end
+        local n = #buf
+        if n == 0 then -- end of stream: pass it on once what came before is written
+          dst:Shutdown()
+          ended = ended + 1
+          if ended == 2 then finish("eof") end
+          return
+        end
+        conn[counter] = conn[counter] + n
+        local out = on_data(conn, direction, buf)
+        if conn.closed then return end -- the filter closed it
+        if out == nil then
+          out = buf
+        elseif out == false then
+          out = nil
+        elseif type(out) ~= "string" and getmetatable(out) ~= buffer_meta then
+          report(f, conn, "on_data", ("a %s returned (nil, false, a string or a buffer expected)")
+            :format(type(out)))
+          return finish("filter error")
+        end
+        if out ~= nil and #out > 0 then
+          since_mark = since_mark + #out
+          if since_mark < HIGH_WATER then
+            dst:Send(out)
+          elseif not marker_out then
+            since_mark = 0
+            marker_out = true
+            dst:Send(out, on_marker)
+          else
+            dst:Send(out) -- a marker is out and another 64 KiB has gone: wait for it
+            waiting = true
+            return
+          end
+        end
+        src:Recv(nil, on_recv)
+      end
+
+      src:Recv(nil, on_recv)
+    end
+
+    if f.on_accept then
+      local fine, verdict = call_filter(conn, "on_accept", conn)
+      if conn.closed then return end
+      if (not fine and f.failure == "closed") or (fine and verdict == false) then
+        return finish(fine and "refused by the filter" or "filter error")
+      end
+    end
+    upstream:Connect(f.upstream_host, f.upstream_port, function(ok, err)
+      if conn.closed then return end
+      if not ok then return finish("upstream", err) end
+      if on_data then
+        relay(client, upstream, "request", "request_bytes")
+        relay(upstream, client, "response", "response_bytes")
+      else
+        fw:Pump(client, upstream, function(pok, perr, up, down)
+          conn.request_bytes, conn.response_bytes = up, down
+          finish(pok and "eof" or "error", not pok and perr or nil)
+        end)
+      end
+    end)
+  end
+
+  local function on_accept(ok, err, listening, accepted, remote)
+    if not ok then
+      if err == ERROR_OPERATION_ABORTED then return end -- the listener was closed
+      io.stderr:write(("fwx: accept failed: %d\n"):format(err))
+    end
+    listening:Accept(on_accept) -- first: the next client is not kept waiting
+    if ok then
+      server.accepted = server.accepted + 1
+      if server.connections >= f.max_connections then
+        accepted:Close(true)
+        if f.access_log then
+          f.access_log(("fwx: conn=%d client=%s end=refused (max_connections %d)")
+            :format(server.accepted, tostring(remote), f.max_connections))
+        end
+      else
+        serve(accepted, remote)
+      end
+    end
+  end
+  ls:Accept(on_accept)
+
+  function server.close()
+    ls:Close()
+  end
+  return server
+end
+
+local USAGE = [[
+usage: fwx run FILTER.lua [--listen HOST:PORT] [--upstream HOST:PORT]
+  Serves FILTER.lua, a Lua file that returns the filter table (listen, upstream,
+  on_accept, on_data, on_close, failure, max_connections, access_log); the options
+  override its listen and upstream.]]
+
+--- The command line: returns the exit status.
+function M.main(argv)
+  if argv[1] ~= "run" or argv[2] == nil then
+    io.stderr:write(USAGE, "\n")
+    return 2
+  end
+  local path, overrides = argv[2], {}
+  local i = 3
+  while argv[i] ~= nil do
+    local opt, value = argv[i], argv[i + 1]
+    if (opt == "--listen" or opt == "--upstream") and value ~= nil then
+      overrides[opt:sub(3)] = value
+      i = i + 2
+    else
+      io.stderr:write(("fwx: unknown option %s\n"):format(opt), USAGE, "\n")
+      return 2
+    end
+  end
+  local chunk, err = loadfile(path)
+  if not chunk then
+    io.stderr:write("fwx: ", err, "\n")
+    return 1
+  end
+  local fw = M.service()
+  local fine, filter = pcall(chunk, fw)
+  if not fine then
+    io.stderr:write(("fwx: %s: %s\n"):format(path, tostring(filter)))
+    return 1
+  end
+  if type(filter) == "table" then
+    local copy = {}
+    for k, v in pairs(filter) do copy[k] = v end
+    for k, v in pairs(overrides) do copy[k] = v end
+    filter = copy
+  end
+  local started, server = pcall(M.start, filter, fw)
+  if not started then
+    io.stderr:write(("fwx: %s: %s\n"):format(path, tostring(server)))
+    return 1
+  end
+  io.stdout:write(("fwx: %s listening on %s, upstream %s\n"):format(path,
+    tostring(server.address), filter.upstream))
+  io.stdout:flush()
+  fw:run()
+  return 0
+end
+
+return M

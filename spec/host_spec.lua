@@ -1,0 +1,342 @@
+-- The host (fwx.host, `fwx run FILTER.lua`): a filtering TCP proxy whose filters are
+-- Lua tables. Real sockets on 127.0.0.1 (a real upstream in the same service, nc and
+-- the command line in child processes); each case tries to break a promise: the bytes
+-- and their order through the pump and through Lua, what a filter may do to them
+-- (modify, drop, inject, close, refuse), a raising filter failing its connection
+-- alone (closed, or open), limits, bounded memory under a slow reader, and bad
+-- configuration refused with a clear error.
+local fwx = require "fwx"
+local host = require "fwx.host"
+local H = require "spec.helper"
+
+local E = fwx.errors
+
+-- An upstream on fw: echoes what it receives (opts.hold: answers nothing; opts.deaf:
+-- never reads), and closes after the peer's end of stream. st.received has its bytes.
+local function upstream(fw, opts)
+  opts = opts or {}
+  local ls, port = H.listener(fw)
+  local st = { received = {}, connections = 0 }
+  local function serve(s)
+    local function on_recv(ok, _, buf)
+      if not ok or #buf == 0 then s:Close() return end
+      st.received[#st.received + 1] = tostring(buf)
+      if not opts.hold then s:Send(buf) end
+      s:Recv(nil, on_recv)
+    end
+    s:Recv(nil, on_recv)
+  end
+  local function on_accept(ok, _, l, s)
+    if not ok then return end
+    l:Accept(on_accept)
+    st.connections = st.connections + 1
+    if opts.deaf then st.held = s else serve(s) end
+  end
+  ls:Accept(on_accept)
+  st.close = function()
+    ls:Close()
+    if st.held then st.held:Close(true) end
+  end
+  return ("127.0.0.1:%d"):format(port), st
+end
+
+-- A client on fw: sends each of parts, then shuts down; collects the reply until the
+-- end of stream. Returns its state: .reply, .done, .err.
+local function client(fw, port, parts)
+  local c = fw:CreateNetworkSocket("tcp")
+  local st = { got = {} }
+  c:Connect("127.0.0.1", port, function(ok, err)
+    if not ok then st.done, st.err = true, err; return end
+    for _, p in ipairs(parts) do c:Send(p) end
+    c:Shutdown()
+    local function on_recv(rok, rerr, buf)
+      if not rok or #buf == 0 then
+        st.done, st.err, st.reply = true, not rok and rerr or nil, table.concat(st.got)
+        c:Close()
+        return
+      end
+      st.got[#st.got + 1] = tostring(buf)
+      c:Recv(nil, on_recv)
+    end
+    c:Recv(nil, on_recv)
+  end)
+  return st
+end
+
+-- A host service, checked after the test as H.new's are.
+local function service()
+  return H.track(host.service())
+end
+
+-- Start a host on fw, with its logs collected.
+local function start(fw, filter)
+  local logs = { access = {}, errors = {} }
+  filter.listen = filter.listen or "127.0.0.1:0"
+  if filter.access_log == nil then
+    filter.access_log = function(line) logs.access[#logs.access + 1] = line end
+  end
+  if filter.error_log == nil then
+    filter.error_log = function(line) logs.errors[#logs.errors + 1] = line end
+  end
+  local server = host.start(filter, fw)
+  return server, logs
+end
+
+local function finish(server, ...)
+  server.close()
+  for _, st in ipairs({ ... }) do st.close() end
+  H.run(server.fw)
+end
+
+describe("the host", function()
+  before_each(H.before)
+  after_each(H.after)
+
+  for _, case in ipairs({ { "no data filter (the core pump)", nil },
+                          { "an identity Lua data filter", function() end } }) do
+    it("carries the bytes both ways, in order, with " .. case[1], function()
+      local fw = service()
+      local up, ust = upstream(fw)
+      local server, logs = start(fw, { upstream = up, on_data = case[2] })
+      local st = client(server.fw, server.port, { "one ", "two ", "three" })
+      H.run_until(server.fw, function() return st.done end)
+      assert.equal("one two three", st.reply)
+      assert.equal("one two three", table.concat(ust.received))
+      finish(server, ust)
+      assert.equal(1, #logs.access)
+      assert.truthy(logs.access[1]:find("request=13 response=13 end=eof", 1, true), logs.access[1])
+      assert.same({}, logs.errors)
+      assert.equal(0, server.connections)
+    end)
+  end
+
+  it("gives on_data each chunk and direction, and forwards what it returns", function()
+    local seen = {}
+    local fw = service()
+    local up, ust = upstream(fw)
+    local server = start(fw, {
+      upstream = up,
+      on_data = function(conn, direction, buf)
+        seen[#seen + 1] = direction .. ":" .. tostring(buf)
+        if direction == "request" then return tostring(buf):upper() end
+        if tostring(buf):find("DROP", 1, true) then return false end
+      end,
+    })
+    local st = client(server.fw, server.port, { "hello" })
+    H.run_until(server.fw, function() return st.done end)
+    assert.equal("HELLO", st.reply)
+    assert.same({ "request:hello", "response:HELLO" }, seen)
+    finish(server, ust)
+  end)
+
+  it("drops a chunk on false, injects with conn:send, closes with conn:close", function()
+    local fw = service()
+    local up, ust = upstream(fw)
+    local server, logs = start(fw, {
+      upstream = up,
+      on_data = function(conn, direction, buf)
+        local s = tostring(buf)
+        if s == "drop" then return false end
+        if s == "inject" then conn:send("response", "injected;"); return false end
+        if s == "close" then conn:close() end
+      end,
+    })
+    -- one client per verb, so that each chunk arrives alone
+    local drop = client(server.fw, server.port, { "drop" })
+    local inject = client(server.fw, server.port, { "inject" })
+    H.run_until(server.fw, function() return drop.done and inject.done end)
+    local close = client(server.fw, server.port, { "close" })
+    H.run_until(server.fw, function() return close.done end)
+    assert.equal("", drop.reply)
+    assert.equal("injected;", inject.reply)
+    assert.is_true(close.reply == "" or close.err ~= nil)
+    assert.same({}, ust.received)
+    finish(server, ust)
+    local ends = {}
+    for _, l in ipairs(logs.access) do ends[#ends + 1] = l:match("end=(.*)$") end
+    table.sort(ends)
+    assert.same({ "closed by the filter", "eof", "eof" }, ends)
+  end)
+
+  it("refuses a connection on_accept answers false, without contacting the upstream", function()
+    local fw = service()
+    local up, ust = upstream(fw)
+    local server, logs = start(fw, {
+      upstream = up,
+      on_accept = function(conn) return conn.id % 2 == 0 end, -- refuse the odd ones
+    })
+    local first = client(server.fw, server.port, { "x" })
+    H.run_until(server.fw, function() return first.done end)
+    local second = client(server.fw, server.port, { "y" })
+    H.run_until(server.fw, function() return second.done end)
+    assert.is_true(first.reply == "" or first.err ~= nil)
+    assert.equal("y", second.reply)
+    assert.equal(1, ust.connections)
+    finish(server, ust)
+    assert.truthy(logs.access[1]:find("end=refused by the filter", 1, true), logs.access[1])
+  end)
+
+  it("a raising on_data fails its own connection closed; the others go on", function()
+    local fw = service()
+    local up, ust = upstream(fw)
+    local server, logs = start(fw, {
+      upstream = up,
+      on_data = function(conn, direction, buf)
+        if tostring(buf) == "boom" then error("the filter broke") end
+      end,
+    })
+    local bad = client(server.fw, server.port, { "boom" })
+    local good = client(server.fw, server.port, { "fine" })
+    H.run_until(server.fw, function() return bad.done and good.done end)
+    assert.is_true(bad.reply == "" or bad.err ~= nil)
+    assert.equal("fine", good.reply)
+    finish(server, ust)
+    assert.equal(1, #logs.errors)
+    assert.truthy(logs.errors[1]:find("on_data raised: .*the filter broke"), logs.errors[1])
+    local ends = {}
+    for _, l in ipairs(logs.access) do ends[#ends + 1] = l:match("end=(.*)$") end
+    table.sort(ends)
+    assert.same({ "eof", "filter error" }, ends)
+  end)
+
+  it("with failure = \"open\", a raising on_data lets the bytes through", function()
+    local fw = service()
+    local up, ust = upstream(fw)
+    local server, logs = start(fw, {
+      upstream = up, failure = "open",
+      on_data = function() error("the filter broke") end,
+    })
+    local st = client(server.fw, server.port, { "through" })
+    H.run_until(server.fw, function() return st.done end)
+    assert.equal("through", st.reply)
+    finish(server, ust)
+    assert.equal(2, #logs.errors) -- once per direction's chunk
+  end)
+
+  it("a refused upstream closes the client and reports 1225", function()
+    local fw = service()
+    local ls, port = H.listener(fw)
+    ls:Close()
+    local closes = {}
+    local server, logs = start(fw, {
+      upstream = ("127.0.0.1:%d"):format(port),
+      on_close = function(conn, result) closes[#closes + 1] = result end,
+    })
+    local st = client(server.fw, server.port, { "x" })
+    H.run_until(server.fw, function() return st.done end)
+    finish(server)
+    assert.equal(1, #closes)
+    assert.equal("upstream", closes[1].reason)
+    assert.equal(E.ERROR_CONNECTION_REFUSED, closes[1].error)
+    assert.truthy(logs.access[1]:find("end=upstream error=1225", 1, true), logs.access[1])
+  end)
+
+  it("refuses connections past max_connections", function()
+    local fw = service()
+    local up, ust = upstream(fw, { hold = true })
+    local server, logs = start(fw, { upstream = up, max_connections = 2 })
+    local socks = {}
+    for i = 1, 3 do
+      local c = server.fw:CreateNetworkSocket("tcp")
+      socks[i] = c
+      c:Connect("127.0.0.1", server.port, function(ok) assert(ok) end)
+      H.run_until(server.fw, function() return server.accepted == i end)
+    end
+    H.run_until(server.fw, function() return #logs.access == 1 end)
+    assert.equal(2, server.connections)
+    assert.truthy(logs.access[1]:find("end=refused (max_connections 2)", 1, true), logs.access[1])
+    for _, c in ipairs(socks) do c:Close() end
+    finish(server, ust)
+    assert.equal(0, server.connections)
+  end)
+
+  it("pushes back on a client when the upstream does not read: memory stays bounded", function()
+    local fw = service()
+    local up, ust = upstream(fw, { deaf = true })
+    local server = start(fw, { upstream = up, on_data = function() end })
+    local c = server.fw:CreateNetworkSocket("tcp")
+    local chunk = ("z"):rep(64 * 1024)
+    local sent, stalled = 0, false
+    c:Connect("127.0.0.1", server.port, function(ok)
+      assert(ok)
+      -- Sends with a sink: each completes once the kernel took it, so the sends stop
+      -- completing once the host stops reading.
+      local function more(sok)
+        if not sok then return end
+        sent = sent + #chunk
+        if sent < 64 * 1024 * 1024 then c:Send(chunk, more) end
+      end
+      c:Send(chunk, more)
+    end)
+    local before = sent
+    for _ = 1, 20 do
+      H.run_for(server.fw, 25)
+      if sent == before and sent > 0 then stalled = true break end
+      before = sent
+    end
+    assert.is_true(stalled, "the client's sends never stalled")
+    assert.is_true(sent < 32 * 1024 * 1024, ("%d bytes went in before the stall"):format(sent))
+    c:Close(true)
+    finish(server, ust)
+  end)
+
+  it("refuses a bad filter with a clear error", function()
+    for _, case in ipairs({
+      { "a filter is a table", 42 },
+      { "upstream must be \"host:port\", got nil", {} },
+      { "listen must be \"host:port\", got \"nowhere\"", { listen = "nowhere", upstream = "127.0.0.1:1" } },
+      { "on_data must be a function, got string", { upstream = "127.0.0.1:1", on_data = "x" } },
+      { "failure must be \"closed\" or \"open\", got ajar", { upstream = "127.0.0.1:1", failure = "ajar" } },
+      { "max_connections must be a positive integer", { upstream = "127.0.0.1:1", max_connections = 0 } },
+      { "port 70000 is out of range", { upstream = "127.0.0.1:70000" } },
+    }) do
+      H.raises(case[1], host.start, case[2])
+    end
+    H.raises("the service must come from host.service()", host.start,
+      { upstream = "127.0.0.1:1" }, H.new())
+  end)
+
+  describe("fwx run", function()
+    local function wait_for(path, pattern)
+      for _ = 1, 100 do
+        local f = io.open(path); local text = f and f:read("a") or ""; if f then f:close() end
+        local m = text:match(pattern)
+        if m then return m, text end
+        os.execute("sleep 0.05")
+      end
+      local f = io.open(path); local text = f and f:read("a") or ""; if f then f:close() end
+      error(("%q never appeared in: %s"):format(pattern, text))
+    end
+
+    it("serves a filter file to nc, with --listen and --upstream", function()
+      -- The upstream: examples/echo.lua in a child process.
+      local up_out, host_out = os.tmpname(), os.tmpname()
+      os.execute(("timeout 20 env %s examples/echo.lua 0 > %s 2>&1 & echo $! > %s.pid")
+        :format(H.lua_command(), up_out, up_out))
+      local up_port = wait_for(up_out, "127%.0%.0%.1:(%d+)")
+      os.execute(("timeout 20 env %s bin/fwx run examples/filters/uppercase.lua --listen 127.0.0.1:0 --upstream 127.0.0.1:%s > %s 2>&1 & echo $! > %s.pid")
+        :format(H.lua_command(), up_port, host_out, host_out))
+      local port = wait_for(host_out, "listening on 127%.0%.0%.1:(%d+)")
+      local got = H.sh(("printf 'through the host' | timeout 5 nc -N 127.0.0.1 %s"):format(port))
+      local _, log = wait_for(host_out, "end=eof")
+      for _, out in ipairs({ up_out, host_out }) do
+        os.execute(("kill $(cat %s.pid) 2>/dev/null"):format(out))
+        os.remove(out); os.remove(out .. ".pid")
+      end
+      assert.equal("THROUGH THE HOST", got)
+      assert.truthy(log:find("request=16 response=16 end=eof", 1, true), log)
+    end)
+
+    it("explains its usage and refuses a broken filter file", function()
+      local out = H.sh(("env %s bin/fwx 2>&1; echo status=$?"):format(H.lua_command()))
+      assert.truthy(out:find("usage: fwx run FILTER.lua", 1, true), out)
+      assert.truthy(out:find("status=2", 1, true), out)
+      local bad = os.tmpname()
+      local f = io.open(bad, "w"); f:write("return { upstream = 'nowhere' }"); f:close()
+      out = H.sh(("env %s bin/fwx run %s 2>&1; echo status=$?"):format(H.lua_command(), bad))
+      os.remove(bad)
+      assert.truthy(out:find("upstream must be \"host:port\", got \"nowhere\"", 1, true), out)
+      assert.truthy(out:find("status=1", 1, true), out)
+    end)
+  end)
+end)
