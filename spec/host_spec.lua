@@ -158,6 +158,35 @@ describe("the host", function()
     assert.same({ "closed by the filter", "eof", "eof" }, ends)
   end)
 
+  it("forwards a buffer or a string on_data returns, and fails a connection on anything else", function()
+    local fw = service()
+    local up, ust = upstream(fw)
+    local server, logs = start(fw, {
+      upstream = up,
+      on_data = function(conn, direction, buf)
+        if direction == "response" then return nil end
+        local s = tostring(buf)
+        if s == "buffer" then
+          local b = fw:CreateBuffer(16)
+          b:Append("<as a buffer>")
+          return b
+        end
+        if s == "empty" then return "" end
+        if s == "table" then return {} end
+      end,
+    })
+    local as_buffer = client(server.fw, server.port, { "buffer" })
+    local empty = client(server.fw, server.port, { "empty" })
+    local bad = client(server.fw, server.port, { "table" })
+    H.run_until(server.fw, function() return as_buffer.done and empty.done and bad.done end)
+    assert.equal("<as a buffer>", as_buffer.reply)
+    assert.equal("", empty.reply)
+    assert.is_true(bad.reply == "" or bad.err ~= nil)
+    finish(server, ust)
+    assert.equal(1, #logs.errors)
+    assert.truthy(logs.errors[1]:find("on_data raised: a table returned", 1, true), logs.errors[1])
+  end)
+
   it("refuses a connection on_accept answers false, without contacting the upstream", function()
     local fw = service()
     local up, ust = upstream(fw)
