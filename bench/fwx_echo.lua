@@ -4,8 +4,8 @@
 --   LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/?.so;;' \
 --     lua5.4 bench/fwx_echo.lua PORT          (0 = any free port)
 --
--- Listens on 127.0.0.1 and prints "PORT n" once listening. fwx has no signal API
--- yet, so the runner ends this server with SIGTERM (the default action).
+-- Listens on 127.0.0.1 and prints "PORT n" once listening. It watches no signal
+-- (fw:SetSignal), so the runner's SIGTERM ends it by the default action.
 local fwx = require "fwx"
 
 local port = tonumber(arg[1]) or error("usage: fwx_echo.lua PORT")

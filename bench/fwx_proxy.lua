@@ -5,8 +5,8 @@
 --   LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/?.so;;' \
 --     lua5.4 bench/fwx_proxy.lua PORT UPSTREAM_HOST UPSTREAM_PORT   (PORT 0 = any)
 --
--- Listens on 127.0.0.1, prints "PORT n" once listening. fwx has no signal API yet, so
--- the runner ends it with SIGTERM (the default action).
+-- Listens on 127.0.0.1, prints "PORT n" once listening. It watches no signal
+-- (fw:SetSignal), so the runner's SIGTERM ends it by the default action.
 --
 -- Same strategy as c_proxy.c and luv_proxy.lua: connect upstream per accepted
 -- connection, read both sides once connected, pass EOF on as a shutdown, close the

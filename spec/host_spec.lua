@@ -309,6 +309,39 @@ describe("the host", function()
     finish(server, ust)
   end)
 
+  it("server.shutdown stops accepting, lets open connections finish, ends the rest at the deadline", function()
+    local fw = service()
+    local up, ust = upstream(fw)
+    local server, logs = start(fw, { upstream = up, on_data = function() end })
+    -- one connection that finishes by itself, one that stays open
+    local held = fw:CreateNetworkSocket("tcp")
+    held:Connect("127.0.0.1", server.port, function(ok) assert(ok) end)
+    H.run_until(fw, function() return server.connections == 1 end)
+    local finishing = fw:CreateNetworkSocket("tcp")
+    local replies = {}
+    finishing:Connect("127.0.0.1", server.port, function(ok) assert(ok) end)
+    H.run_until(fw, function() return server.connections == 2 end)
+    server.shutdown(300)
+    -- after the shutdown: the open connection still carries bytes both ways
+    finishing:Send("last words")
+    finishing:Recv(nil, function(rok, _, buf)
+      replies[#replies + 1] = rok and tostring(buf)
+      finishing:Close()
+    end)
+    local late = client(fw, server.port, { "too late" })
+    H.run_until(fw, function() return late.done and #replies == 1 end)
+    assert.same({ "last words" }, replies)
+    assert.is_true(late.err ~= nil) -- refused: nobody listens any more
+    H.run_until(fw, function() return server.connections == 0 end, 5000)
+    held:Close()
+    ust.close()
+    H.run(fw)
+    local ends = {}
+    for _, l in ipairs(logs.access) do ends[#ends + 1] = l:match("end=(%a+)") end
+    table.sort(ends)
+    assert.same({ "eof", "shutdown" }, ends)
+  end)
+
   it("refuses a bad filter with a clear error", function()
     for _, case in ipairs({
       { "a filter is a table", 42 },
@@ -318,6 +351,9 @@ describe("the host", function()
       { "failure must be \"closed\" or \"open\", got ajar", { upstream = "127.0.0.1:1", failure = "ajar" } },
       { "max_connections must be a positive integer", { upstream = "127.0.0.1:1", max_connections = 0 } },
       { "port 70000 is out of range", { upstream = "127.0.0.1:70000" } },
+      { "shutdown_timeout_ms must be an integer of 0 or more",
+        { upstream = "127.0.0.1:1", shutdown_timeout_ms = -1 } },
+      { "access_log must be true, false or a function", { upstream = "127.0.0.1:1", access_log = 1 } },
     }) do
       H.raises(case[1], host.start, case[2])
     end
@@ -337,12 +373,18 @@ describe("the host", function()
       error(("%q never appeared in: %s"):format(pattern, text))
     end
 
-    it("serves a filter file to nc, with --listen and --upstream", function()
-      -- The upstream: examples/echo.lua in a child process.
-      local up_out, host_out = os.tmpname(), os.tmpname()
+    -- The upstream: examples/echo.lua in a child process. Returns its output file
+    -- (its pid is in FILE.pid) and its port.
+    local function echo_process()
+      local out = os.tmpname()
       os.execute(("timeout 20 env %s examples/echo.lua 0 > %s 2>&1 & echo $! > %s.pid")
-        :format(H.lua_command(), up_out, up_out))
-      local up_port = wait_for(up_out, "127%.0%.0%.1:(%d+)")
+        :format(H.lua_command(), out, out))
+      return out, wait_for(out, "127%.0%.0%.1:(%d+)")
+    end
+
+    it("serves a filter file to nc, with --listen and --upstream", function()
+      local up_out, up_port = echo_process()
+      local host_out = os.tmpname()
       os.execute(("timeout 20 env %s bin/fwx run examples/filters/uppercase.lua --listen 127.0.0.1:0 --upstream 127.0.0.1:%s > %s 2>&1 & echo $! > %s.pid")
         :format(H.lua_command(), up_port, host_out, host_out))
       local port = wait_for(host_out, "listening on 127%.0%.0%.1:(%d+)")
@@ -354,6 +396,33 @@ describe("the host", function()
       end
       assert.equal("THROUGH THE HOST", got)
       assert.truthy(log:find("request=16 response=16 end=eof", 1, true), log)
+    end)
+
+    it("drains on SIGTERM: no new connections, the open one finishes, then it exits 0", function()
+      local up_out, up_port = echo_process()
+      local host_out = os.tmpname()
+      os.execute(("(timeout 20 env %s bin/fwx run examples/filters/default.lua --listen 127.0.0.1:0 --upstream 127.0.0.1:%s; echo exit=$?) > %s 2>&1 &")
+        :format(H.lua_command(), up_port, host_out))
+      local port = wait_for(host_out, "listening on 127%.0%.0%.1:(%d+)")
+      local pid = H.sh(("ss -ltnpH 'sport = :%s' | grep -o 'pid=[0-9]*' | head -1"):format(port))
+        :match("pid=(%d+)")
+      assert.truthy(pid, "no pid for the host")
+      -- a connection that stays open across the signal: its client writes after it
+      local nc_out = os.tmpname()
+      os.execute(("((printf 'before '; sleep 1; printf 'after') | timeout 10 nc -N 127.0.0.1 %s > %s) &")
+        :format(port, nc_out))
+      wait_for(host_out, "connection 1 from")
+      os.execute("kill -TERM " .. pid)
+      wait_for(host_out, "SIGTERM: no new connections; draining 1")
+      local late = H.sh(("printf 'late' | timeout 3 nc -N 127.0.0.1 %s; echo rc=$?"):format(port))
+      local _, log = wait_for(host_out, "exit=%d+")
+      local f = io.open(nc_out); local echoed = f:read("a"); f:close()
+      os.execute(("kill $(cat %s.pid) 2>/dev/null"):format(up_out))
+      for _, p in ipairs({ up_out, up_out .. ".pid", host_out, nc_out }) do os.remove(p) end
+      assert.equal("before after", echoed)
+      assert.truthy(late:find("rc=1", 1, true), late) -- refused
+      assert.truthy(log:find("end=eof", 1, true), log)
+      assert.truthy(log:find("fwx: stopped\nexit=0", 1, true), log)
     end)
 
     it("explains its usage and refuses a broken filter file", function()

@@ -244,6 +244,7 @@ struct fwx_timer {
   unsigned active : 1;
   unsigned due : 1;        /* 0 ms one-shot: op was queued when it was set (timer.c) */
   unsigned placed : 1;     /* in its owner's memory (fwx_timer_place): no references */
+  unsigned signal : 1;     /* ticks on a signal, not a period (fwx_signal_start) */
 };
 
 /* A timer that is not due at once runs on a libuv timer. */
@@ -251,6 +252,12 @@ typedef struct fwx__uv_timer {
   fwx_timer_t t;
   uv_timer_t timer;
 } fwx__uv_timer_t;
+
+/* A signal watcher is a repeating timer whose ticks come from a libuv signal. */
+typedef struct fwx__uv_signal {
+  fwx_timer_t t;
+  uv_signal_t sig;
+} fwx__uv_signal_t;
 
 /* port.c */
 void fwx__op_init(fwx_op_t *op, fwx_port_t *port, fwx_op_kind_t kind);

@@ -235,6 +235,11 @@ int fwx_timer_start(fwx_port_t *port, uint64_t ms, uint64_t repeat_ms, uintptr_t
  * packet is dequeued (or the port is abandoned); fwx_timer_unref does nothing to it. */
 size_t fwx_timer_place_size(void);
 int fwx_timer_place(fwx_port_t *port, void *mem, uintptr_t key, fwx_timer_t **out);
+/* A signal watcher: a repeating timer that ticks (a packet, last 0) each time signum
+ * arrives, instead of each period, until fwx_timer_cancel (then its 995). Ticks still
+ * queued when it is cancelled are withdrawn, as a timer's are. UV_EINVAL for a signal
+ * that cannot be watched (SIGKILL, SIGSTOP, out of range). */
+int fwx_signal_start(fwx_port_t *port, int signum, uintptr_t key, fwx_timer_t **out);
 int fwx_timer_cancel(fwx_timer_t *t);     /* 0, or UV_ENOENT if already finished */
 int fwx_timer_active(const fwx_timer_t *t);
 void fwx_timer_unref(fwx_timer_t *t);

@@ -181,6 +181,7 @@ int lfwx_open_handle(lua_State *L);
 int lfwx_hook(lua_State *L);
 int lfwx_open_timer(lua_State *L);
 int lfwx_set_timer(lua_State *L);
+int lfwx_set_signal(lua_State *L);
 
 /* pump.c */
 int lfwx_pump(lua_State *L);

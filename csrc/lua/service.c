@@ -243,6 +243,7 @@ int lfwx_open_service(lua_State *L) {
     {"HookToCompletionPort", lfwx_hook},
     {"PostTaskCompletion", l_post},
     {"SetTimer", lfwx_set_timer},
+    {"SetSignal", lfwx_set_signal},
     {"GetHostByName", l_lookup},
     {"Pump", lfwx_pump},
     {NULL, NULL}

@@ -8,6 +8,7 @@
  * of what a 0 ms timer cost. Such boxes get the class metatable less __gc, kept in the
  * class metatable at [DUE_META]: an integer key is the cheapest raw get there is. */
 #include "lfwx.h"
+#include <signal.h>
 #include <string.h>
 
 #define DUE_META 1
@@ -74,6 +75,56 @@ int lfwx_set_timer(lua_State *L) {
     return lfwx_raise(L, r, "service");
   }
   lua_settop(L, 6); /* the timer */
+  return 1;
+}
+
+/* The signals a program may want to hear of, by name. */
+static const struct { const char *name; int signum; } signal_names[] = {
+  {"SIGHUP", SIGHUP}, {"SIGINT", SIGINT}, {"SIGQUIT", SIGQUIT}, {"SIGTERM", SIGTERM},
+  {"SIGUSR1", SIGUSR1}, {"SIGUSR2", SIGUSR2}, {"SIGPIPE", SIGPIPE}, {"SIGALRM", SIGALRM},
+  {"SIGCHLD", SIGCHLD}, {"SIGCONT", SIGCONT}, {"SIGTSTP", SIGTSTP}, {"SIGTTIN", SIGTTIN},
+  {"SIGTTOU", SIGTTOU}, {"SIGWINCH", SIGWINCH}, {"SIGURG", SIGURG},
+};
+
+static int check_signal(lua_State *L, int idx) {
+  size_t i;
+  if (lua_type(L, idx) == LUA_TNUMBER) {
+    lua_Integer n = luaL_checkinteger(L, idx);
+    luaL_argcheck(L, n > 0 && n < 65 && n != SIGKILL && n != SIGSTOP, idx,
+                  "not a signal that can be watched");
+    return (int)n;
+  }
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    const char *name = lua_tostring(L, idx);
+    for (i = 0; i < sizeof signal_names / sizeof signal_names[0]; i++)
+      if (strcmp(name, signal_names[i].name) == 0) return signal_names[i].signum;
+    return luaL_argerror(L, idx, lua_pushfstring(L, "unknown signal '%s' (\"SIGTERM\", ..., or a number)", name));
+  }
+  return luaL_typeerror(L, idx, "signal name or number");
+}
+
+/* fw:SetSignal(signal, sink, ud) -> a timer that ticks each time the signal arrives
+ * (sink(true, 0, ud)), until Cancel() (then 995). While it is active, the signal's
+ * default action (ending the process, for SIGTERM) does not happen. */
+int lfwx_set_signal(lua_State *L) {
+  lfwx_service_t *sv = lfwx_check_service(L, 1);
+  lfwx_timer_t *box;
+  int signum, slot, r, t;
+  lua_settop(L, 4);
+  if (sv->closing || sv->closed) return luaL_error(L, "service is closed");
+  signum = check_signal(L, 2);
+  if (lua_type(L, 3) != LUA_TFUNCTION) lfwx_check_sink(L, 3, "CompleteTimer", 0);
+  box = lfwx_newobject(L, sizeof *box, LFWX_TIMER, 1); /* 5 */
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, 5, 1);
+  t = lfwx_push_anchors(L, 1);
+  slot = lfwx_anchor(L, sv, t, 5, 3, 4, 0);
+  r = fwx_signal_start(sv->port, signum, (uintptr_t)slot, &box->t);
+  if (r != 0) {
+    lfwx_unanchor(L, sv, t, slot);
+    return lfwx_raise(L, r, "service");
+  }
+  lua_settop(L, 5);
   return 1;
 }
 

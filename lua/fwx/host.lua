@@ -9,6 +9,7 @@
 --     on_close  = function(conn, result) ... end,
 --     failure = "closed",                   -- or "open": what a raising filter means
 --     max_connections = 10000,
+--     shutdown_timeout_ms = 30000,          -- how long SIGTERM lets connections drain
 --     access_log = true,                    -- stderr; a function(line); false: none
 --     error_log = true,                     -- where filter errors go, the same way
 --   }
@@ -60,6 +61,10 @@ local function check_filter(filter)
   f.failure = filter.failure or "closed"
   if f.failure ~= "closed" and f.failure ~= "open" then
     error(("failure must be \"closed\" or \"open\", got %s"):format(tostring(filter.failure)), 0)
+  end
+  f.shutdown_timeout_ms = filter.shutdown_timeout_ms or 30000
+  if math.type(f.shutdown_timeout_ms) ~= "integer" or f.shutdown_timeout_ms < 0 then
+    error("shutdown_timeout_ms must be an integer of 0 or more", 0)
   end
   f.max_connections = filter.max_connections or 10000
   if math.type(f.max_connections) ~= "integer" or f.max_connections < 1 then
@@ -144,6 +149,8 @@ function M.start(filter, fw)
     error("host.start: the service must come from host.service()", 2)
   end
   local server = { connections = 0, accepted = 0 }
+  local open = {}        -- the open connections (for a shutdown that ends them)
+  local drain_timer      -- a shutdown's deadline, while connections drain
   server.fw = fw
   local ls = fw:CreateNetworkSocket("tcp")
   local ok, msg = ls:Bind(f.listen_host, f.listen_port)
@@ -153,6 +160,7 @@ function M.start(filter, fw)
     error(("cannot listen on %s:%d: %s"):format(f.listen_host, f.listen_port, msg), 0)
   end
   server.port = ls:GetSockName().port
+  server.shutdown_timeout_ms = f.shutdown_timeout_ms
   server.address = ls:GetSockName()
   local upstream_name = ("%s:%d"):format(f.upstream_host, f.upstream_port)
   local buffer_meta = getmetatable(fw:CreateBuffer(0))
@@ -184,11 +192,13 @@ function M.start(filter, fw)
     conn_of[client], conn_of[upstream] = conn, conn
     local ended = 0 -- directions that reached their end of stream
     server.connections = server.connections + 1
+    open[conn] = true
 
     local function finish(reason, err)
       if conn.closed then return end
       conn.closed = true
       server.connections = server.connections - 1
+      open[conn] = nil
       client:Close()
       upstream:Close()
       local result = { reason = reason, error = err, request_bytes = conn.request_bytes,
@@ -198,6 +208,13 @@ function M.start(filter, fw)
         f.access_log(("fwx: conn=%d client=%s upstream=%s request=%d response=%d end=%s%s")
           :format(conn.id, tostring(remote), upstream_name, conn.request_bytes,
             conn.response_bytes, reason, err and (" error=" .. err) or ""))
+      end
+      if server.connections == 0 then
+        if drain_timer ~= nil then
+          drain_timer:Cancel() -- the last one drained: nothing keeps the service running
+          drain_timer = nil
+        end
+        if server.on_drained then server.on_drained() end
       end
     end
     conn._close = finish
@@ -311,14 +328,33 @@ function M.start(filter, fw)
   function server.close()
     ls:Close()
   end
+
+  --- server.shutdown(ms): stop accepting, let the open connections finish, and end
+  -- those still open after ms (nil: at once). The service then has nothing of the
+  -- host's pending, so fw:run() returns once the rest of its work is done.
+  function server.shutdown(ms)
+    ls:Close()
+    if drain_timer ~= nil then drain_timer:Cancel(); drain_timer = nil end
+    local function end_all()
+      drain_timer = nil
+      local list = {}
+      for conn in pairs(open) do list[#list + 1] = conn end
+      table.sort(list, function(a, b) return a.id < b.id end)
+      for _, conn in ipairs(list) do conn._close("shutdown") end
+    end
+    if server.connections == 0 then return end
+    if ms == nil or ms <= 0 then return end_all() end
+    drain_timer = fw:SetTimer(ms, function(ok) if ok then end_all() end end)
+  end
   return server
 end
 
 local USAGE = [[
 usage: fwx run FILTER.lua [--listen HOST:PORT] [--upstream HOST:PORT]
   Serves FILTER.lua, a Lua file that returns the filter table (listen, upstream,
-  on_accept, on_data, on_close, failure, max_connections, access_log); the options
-  override its listen and upstream.]]
+  on_accept, on_data, on_close, failure, max_connections, shutdown_timeout_ms,
+  access_log, error_log); the options override its listen and upstream. SIGTERM or
+  SIGINT drains the open connections and exits; a second one ends them at once.]]
 
 --- The command line: returns the exit status.
 function M.main(argv)
@@ -363,7 +399,34 @@ function M.main(argv)
   io.stdout:write(("fwx: %s listening on %s, upstream %s\n"):format(path,
     tostring(server.address), filter.upstream))
   io.stdout:flush()
+  -- SIGTERM and SIGINT: stop accepting and drain, for at most shutdown_timeout_ms; a
+  -- second one ends the connections still open at once.
+  local watchers, stopping = {}, false
+  local function on_signal(ok, _, name)
+    if not ok then return end
+    if stopping then
+      io.stdout:write(("fwx: %s again: ending %d connections now\n"):format(name, server.connections))
+      server.shutdown(0)
+    else
+      stopping = true
+      io.stdout:write(("fwx: %s: no new connections; draining %d (at most %d ms)\n")
+        :format(name, server.connections, server.shutdown_timeout_ms))
+      server.shutdown(server.shutdown_timeout_ms)
+    end
+    io.stdout:flush()
+    if server.connections == 0 then
+      for _, w in ipairs(watchers) do w:Cancel() end
+    else
+      server.on_drained = function()
+        for _, w in ipairs(watchers) do w:Cancel() end
+      end
+    end
+  end
+  for _, name in ipairs({ "SIGTERM", "SIGINT" }) do
+    watchers[#watchers + 1] = fw:SetSignal(name, on_signal, name)
+  end
   fw:run()
+  io.stdout:write("fwx: stopped\n")
   return 0
 end
 
