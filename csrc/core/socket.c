@@ -397,11 +397,12 @@ int fwx_socket_close(fwx_socket_t *s, int abortive) { return close_socket(s, abo
 int fwx_socket_cancel_io(fwx_socket_t *s) {
   int n = 0;
   if (s->recv_op.state == FWX__PENDING) {
-    if (s->proto == FWX_UDP)
+    if (s->proto == FWX_UDP) {
       fwx__udp_cancel_recv(s);
-    else
-      fwx__reader_cancel_op(&s->uv.stream, &s->recv_op);
-    n++;
+      n++;
+    } else if (fwx__reader_cancel_op(&s->uv.stream, &s->recv_op) == 0) {
+      n++;
+    }
   }
   if (conn_pending(s, FWX_OP_ACCEPT)) {
     fwx__op_complete(&s->conn->op, UV_ECANCELED);

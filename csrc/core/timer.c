@@ -88,8 +88,6 @@ int fwx_signal_start(fwx_port_t *port, int signum, uintptr_t key, fwx_timer_t **
   return 0;
 }
 
-
-
 /* Queue the packet of a 0 ms one-shot timer now. */
 static void start_due(fwx_timer_t *t, fwx_port_t *port, uintptr_t key) {
   t->port = port;
