@@ -38,7 +38,7 @@ build = {
         "csrc/core/udp.c",
         "csrc/lua/address.c", "csrc/lua/buffer.c", "csrc/lua/dispatch.c",
         "csrc/lua/fwx.c", "csrc/lua/handle.c", "csrc/lua/overlapped.c",
-        "csrc/lua/pump.c", "csrc/lua/received.c", "csrc/lua/ring.c", "csrc/lua/service.c",
+        "csrc/lua/pump.c", "csrc/lua/received.c", "csrc/lua/resume.c", "csrc/lua/ring.c", "csrc/lua/service.c",
         "csrc/lua/socket.c", "csrc/lua/timer.c",
       },
       defines = { "_GNU_SOURCE" },

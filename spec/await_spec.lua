@@ -336,15 +336,26 @@ describe("the await style", function()
 
     it("a coroutine that yields outside an awaited operation is reported and not resumed", function()
       local fw, errors = H.collecting()
-      local resumed = false
-      fw:spawn(function()
+      local resumed = {}
+      fw:spawn(function() -- at its start (resumed from Lua)
         coroutine.yield("stray")
-        resumed = true
+        resumed[#resumed + 1] = "first"
+      end)
+      fw:spawn(function() -- after a send and a receive (resumed from C: core.wake_io)
+        local u = fw:CreateNetworkSocket("udp")
+        assert(u:Bind("127.0.0.1", 0))
+        assert(u:sendto("to myself", u:GetSockName()))
+        assert(u:recv())
+        u:Close()
+        coroutine.yield()
+        resumed[#resumed + 1] = "second"
       end)
       assert.is_true(fw:run(H.TIMEOUT_MS))
-      assert.is_false(resumed)
-      assert.equal(1, #errors)
-      assert.truthy(errors[1]:find("yielded outside an awaited operation", 1, true), errors[1])
+      assert.same({}, resumed)
+      assert.equal(2, #errors)
+      for _, e in ipairs(errors) do
+        assert.truthy(e:find("yielded outside an awaited operation", 1, true), e)
+      end
       for i = #errors, 1, -1 do errors[i] = nil end
     end)
   end)
@@ -358,6 +369,15 @@ describe("the await style", function()
         error("the filter broke")
       end
       fw:spawn(failing_filter)
+      local function failing_after_recv() -- resumed from C (core.wake_io)
+        local u = fw:CreateNetworkSocket("udp")
+        assert(u:Bind("127.0.0.1", 0))
+        assert(u:sendto("to myself", u:GetSockName()))
+        local ok = u:recv()
+        u:Close()
+        error({ code = "an error object", ok = ok })
+      end
+      fw:spawn(failing_after_recv)
       for _ = 1, 3 do
         fw:spawn(function()
           fw:sleep(2)
@@ -366,11 +386,18 @@ describe("the await style", function()
       end
       assert.is_true(fw:run(H.TIMEOUT_MS))
       assert.equal(3, done)
-      assert.equal(1, #errors)
+      assert.equal(2, #errors)
+      local text, object
+      for _, e in ipairs(errors) do
+        if type(e) == "string" and e:find("the filter broke", 1, true) then text = e else object = e end
+      end
       -- the error where it was raised, then the coroutine's own stack
-      assert.truthy(errors[1]:find("await_spec.lua:%d+: the filter broke\nstack traceback:"), errors[1])
+      assert.truthy(text:find("await_spec.lua:%d+: the filter broke\nstack traceback:"), text)
       local line = debug.getinfo(failing_filter, "S").linedefined
-      assert.truthy(errors[1]:find("await_spec.lua:" .. line, 1, true), errors[1])
+      assert.truthy(text:find("await_spec.lua:" .. line, 1, true), text)
+      -- an error object raised after a receive (resumed from C) is reported too, as
+      -- the dispatcher reports any handler's error object
+      assert.truthy(object:find("error object is a table value", 1, true), object)
       for i = #errors, 1, -1 do errors[i] = nil end
     end)
   end)

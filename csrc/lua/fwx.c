@@ -167,6 +167,7 @@ __attribute__((visibility("default"))) int luaopen_fwx_core(lua_State *L) {
     lua_pop(L, 1);
   }
   lua_setfield(L, -2, "methods");
+  lfwx_open_resume(L);
   lfwx_open_errors(L);
   lua_setfield(L, -2, "errors");
   lua_pushliteral(L, FWX_VERSION);

@@ -182,6 +182,7 @@ int lfwx_hook(lua_State *L);
 int lfwx_open_timer(lua_State *L);
 int lfwx_set_timer(lua_State *L);
 int lfwx_set_signal(lua_State *L);
+void lfwx_open_resume(lua_State *L);
 
 /* pump.c */
 int lfwx_pump(lua_State *L);

@@ -26,8 +26,11 @@ local type, select, error, unpack = type, select, error, table.unpack
 local ERROR_OPERATION_ABORTED = 995
 local ERROR_SEM_TIMEOUT = 121
 
--- What an awaited operation yields, so that any other yield is recognised as a misuse.
-local WAITING = setmetatable({}, { __name = "fwx.waiting" })
+local core = require "fwx.core"
+
+-- What an awaited operation yields, so that any other yield is recognised as a misuse
+-- (a light userdata of the C side, which checks for it too: core.wake_io).
+local WAITING = core.WAITING
 
 -- The coroutines fw:spawn made, and their service (keys weak: a finished or abandoned
 -- coroutine is not kept). Awaited calls anywhere else raise.
@@ -137,10 +140,7 @@ end
 -- the object and the user data.
 -- Recv, Send, SendTo: every message's, so without a timeout it resumes directly, and
 -- with one it has a sink of its own.
-local function wake_io(ok, err, buffer, co, address)
-  local resumed, token = resume(co, ok, err, buffer, address)
-  if token ~= WAITING then return after(co, resumed, token) end
-end
+local wake_io = core.wake_io -- (ok, err, buffer, co, address), in C: csrc/lua/resume.c
 
 local function wake_io_timed(ok, err, buffer, st, address)
   local co
