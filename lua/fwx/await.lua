@@ -19,8 +19,7 @@
 -- cancellation could take effect keeps its own result.
 local M = {}
 
-local running, yield, resume = coroutine.running, coroutine.yield, coroutine.resume
-local cstatus, traceback = coroutine.status, debug.traceback
+local running, yield = coroutine.running, coroutine.yield
 local type, select, error, unpack = type, select, error, table.unpack
 
 local ERROR_OPERATION_ABORTED = 995
@@ -41,24 +40,11 @@ local timeouts = setmetatable({}, { __mode = "k" })
 -- operation at a time.
 local overlapped_of = setmetatable({}, { __mode = "k" })
 
--- What a resume that did not end in an awaited call's wait means: the coroutine
--- raised, finished, or yielded something else. Runs in a sink, so what it raises goes
--- to the service's on_error like any handler's error.
-local function after(co, ok, token)
-  if not ok then
-    error(traceback(co, token), 0)
-  end
-  if cstatus(co) == "suspended" then
-    error("fwx: a coroutine of fw:spawn yielded outside an awaited operation; "
-      .. "nothing will resume it", 0)
-  end
-end
-
--- Resume co with the notification's values.
-local function step(co, ...)
-  local ok, token = resume(co, ...)
-  if token ~= WAITING then return after(co, ok, token) end
-end
+-- Resume co with the notification's values, and judge what the resume ended in: a
+-- wait again, the end, an error (raised again with the coroutine's traceback, so the
+-- dispatcher reports it as a handler's), or a stray yield (reported). In C:
+-- csrc/lua/resume.c.
+local step = core.step
 
 -- Start an operation with f(obj, ...). A misuse it raises (a bad argument, a closed
 -- socket) is raised again at the caller's line, in the awaited call's name and with
@@ -259,7 +245,7 @@ function M.install(methods)
   -- it is found, in the callback style's name ('Recv', 'Send', same argument numbers);
   -- the traceback has the caller's line.
   local function timed_io(s, co, sending, arg, ms, cancel)
-    local st = { co = co, cancel = cancel, obj = s }
+    local st = userdata(co, ms, cancel, s)
     if sending then s:Send(arg, wake_io_timed, st) else s:Recv(arg, wake_io_timed, st) end
     return wait(spawned[co], ms, st)
   end
