@@ -86,13 +86,12 @@ static const struct { const char *name; int signum; } signal_names[] = {
   {"SIGTTOU", SIGTTOU}, {"SIGWINCH", SIGWINCH}, {"SIGURG", SIGURG},
 };
 
+/* A signal's number; whether it can be watched is the core's to say (UV_EINVAL). */
 static int check_signal(lua_State *L, int idx) {
   size_t i;
   if (lua_type(L, idx) == LUA_TNUMBER) {
     lua_Integer n = luaL_checkinteger(L, idx);
-    luaL_argcheck(L, n > 0 && n < 65 && n != SIGKILL && n != SIGSTOP, idx,
-                  "not a signal that can be watched");
-    return (int)n;
+    return n > 0 && n < 1024 ? (int)n : -1;
   }
   if (lua_type(L, idx) == LUA_TSTRING) {
     const char *name = lua_tostring(L, idx);
@@ -122,6 +121,7 @@ int lfwx_set_signal(lua_State *L) {
   r = fwx_signal_start(sv->port, signum, (uintptr_t)slot, &box->t);
   if (r != 0) {
     lfwx_unanchor(L, sv, t, slot);
+    if (r == UV_EINVAL) return luaL_argerror(L, 2, "not a signal that can be watched");
     return lfwx_raise(L, r, "service");
   }
   lua_settop(L, 5);
