@@ -82,6 +82,16 @@ local function start(fw, filter)
   return server, logs
 end
 
+-- A host service with an upstream of its own (upstream_opts), and the host started on
+-- it in front of that upstream: server, logs, the upstream's state.
+local function proxy(filter, upstream_opts)
+  local fw = service()
+  local up, ust = upstream(fw, upstream_opts)
+  filter.upstream = up
+  local server, logs = start(fw, filter)
+  return server, logs, ust
+end
+
 local function finish(server, ...)
   server.close()
   for _, st in ipairs({ ... }) do st.close() end
@@ -95,9 +105,7 @@ describe("the host", function()
   for _, case in ipairs({ { "no data filter (the core pump)", nil },
                           { "an identity Lua data filter", function() end } }) do
     it("carries the bytes both ways, in order, with " .. case[1], function()
-      local fw = service()
-      local up, ust = upstream(fw)
-      local server, logs = start(fw, { upstream = up, on_data = case[2] })
+      local server, logs, ust = proxy({ on_data = case[2] })
       local st = client(server.fw, server.port, { "one ", "two ", "three" })
       H.run_until(server.fw, function() return st.done end)
       assert.equal("one two three", st.reply)
@@ -112,10 +120,7 @@ describe("the host", function()
 
   it("gives on_data each chunk and direction, and forwards what it returns", function()
     local seen = {}
-    local fw = service()
-    local up, ust = upstream(fw)
-    local server = start(fw, {
-      upstream = up,
+    local server, _, ust = proxy({
       on_data = function(conn, direction, buf)
         seen[#seen + 1] = direction .. ":" .. tostring(buf)
         if direction == "request" then return tostring(buf):upper() end
@@ -130,10 +135,7 @@ describe("the host", function()
   end)
 
   it("drops a chunk on false, injects with conn:send, closes with conn:close", function()
-    local fw = service()
-    local up, ust = upstream(fw)
-    local server, logs = start(fw, {
-      upstream = up,
+    local server, logs, ust = proxy({
       on_data = function(conn, direction, buf)
         local s = tostring(buf)
         if s == "drop" then return false end
@@ -159,15 +161,13 @@ describe("the host", function()
   end)
 
   it("forwards a buffer or a string on_data returns, and fails a connection on anything else", function()
-    local fw = service()
-    local up, ust = upstream(fw)
-    local server, logs = start(fw, {
-      upstream = up,
+    local server, logs, ust
+    server, logs, ust = proxy({
       on_data = function(conn, direction, buf)
         if direction == "response" then return nil end
         local s = tostring(buf)
         if s == "buffer" then
-          local b = fw:CreateBuffer(16)
+          local b = server.fw:CreateBuffer(16)
           b:Append("<as a buffer>")
           return b
         end
@@ -188,10 +188,7 @@ describe("the host", function()
   end)
 
   it("refuses a connection on_accept answers false, without contacting the upstream", function()
-    local fw = service()
-    local up, ust = upstream(fw)
-    local server, logs = start(fw, {
-      upstream = up,
+    local server, logs, ust = proxy({
       on_accept = function(conn) return conn.id % 2 == 0 end, -- refuse the odd ones
     })
     local first = client(server.fw, server.port, { "x" })
@@ -206,10 +203,7 @@ describe("the host", function()
   end)
 
   it("a raising on_data fails its own connection closed; the others go on", function()
-    local fw = service()
-    local up, ust = upstream(fw)
-    local server, logs = start(fw, {
-      upstream = up,
+    local server, logs, ust = proxy({
       on_data = function(conn, direction, buf)
         if tostring(buf) == "boom" then error("the filter broke") end
       end,
@@ -229,10 +223,8 @@ describe("the host", function()
   end)
 
   it("with failure = \"open\", a raising on_data lets the bytes through", function()
-    local fw = service()
-    local up, ust = upstream(fw)
-    local server, logs = start(fw, {
-      upstream = up, failure = "open",
+    local server, logs, ust = proxy({
+      failure = "open",
       on_data = function() error("the filter broke") end,
     })
     local st = client(server.fw, server.port, { "through" })
@@ -261,9 +253,7 @@ describe("the host", function()
   end)
 
   it("refuses connections past max_connections", function()
-    local fw = service()
-    local up, ust = upstream(fw, { hold = true })
-    local server, logs = start(fw, { upstream = up, max_connections = 2 })
+    local server, logs, ust = proxy({ max_connections = 2 }, { hold = true })
     local socks = {}
     for i = 1, 3 do
       local c = server.fw:CreateNetworkSocket("tcp")
@@ -280,9 +270,7 @@ describe("the host", function()
   end)
 
   it("pushes back on a client when the upstream does not read: memory stays bounded", function()
-    local fw = service()
-    local up, ust = upstream(fw, { deaf = true })
-    local server = start(fw, { upstream = up, on_data = function() end })
+    local server, _, ust = proxy({ on_data = function() end }, { deaf = true })
     local c = server.fw:CreateNetworkSocket("tcp")
     local chunk = ("z"):rep(64 * 1024)
     local sent, stalled = 0, false
@@ -310,9 +298,8 @@ describe("the host", function()
   end)
 
   it("server.shutdown stops accepting, lets open connections finish, ends the rest at the deadline", function()
-    local fw = service()
-    local up, ust = upstream(fw)
-    local server, logs = start(fw, { upstream = up, on_data = function() end })
+    local server, logs, ust = proxy({ on_data = function() end })
+    local fw = server.fw
     -- one connection that finishes by itself, one that stays open
     local held = fw:CreateNetworkSocket("tcp")
     held:Connect("127.0.0.1", server.port, function(ok) assert(ok) end)
