@@ -308,7 +308,9 @@ describe("the host", function()
     local replies = {}
     finishing:Connect("127.0.0.1", server.port, function(ok) assert(ok) end)
     H.run_until(fw, function() return server.connections == 2 end)
-    server.shutdown(300)
+    local drained = 0
+    server.shutdown(300, function() drained = drained + 1 end)
+    assert.equal(0, drained) -- two connections are still open
     -- after the shutdown: the open connection still carries bytes both ways
     finishing:Send("last words")
     finishing:Recv(nil, function(rok, _, buf)
@@ -320,6 +322,7 @@ describe("the host", function()
     assert.same({ "last words" }, replies)
     assert.is_true(late.err ~= nil) -- refused: nobody listens any more
     H.run_until(fw, function() return server.connections == 0 end, 5000)
+    assert.equal(1, drained) -- told once, when the last one ended
     held:Close()
     ust.close()
     H.run(fw)

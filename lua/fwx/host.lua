@@ -150,7 +150,20 @@ function M.start(filter, fw)
   end
   local server = { connections = 0, accepted = 0 }
   local open = {}        -- the open connections (for a shutdown that ends them)
-  local drain_timer      -- a shutdown's deadline, while connections drain
+  local draining = false -- server.shutdown was called, and connections are left
+  local drain_timer      -- its deadline
+  local on_drained       -- its caller, told once the last one has ended
+
+  local function drained()
+    draining = false
+    if drain_timer ~= nil then
+      drain_timer:Cancel() -- nothing of the host's keeps the service running now
+      drain_timer = nil
+    end
+    local done = on_drained
+    on_drained = nil
+    if done ~= nil then done() end
+  end
   server.fw = fw
   local ls = fw:CreateNetworkSocket("tcp")
   local ok, msg = ls:Bind(f.listen_host, f.listen_port)
@@ -209,13 +222,7 @@ function M.start(filter, fw)
           :format(conn.id, tostring(remote), upstream_name, conn.request_bytes,
             conn.response_bytes, reason, err and (" error=" .. err) or ""))
       end
-      if server.connections == 0 then
-        if drain_timer ~= nil then
-          drain_timer:Cancel() -- the last one drained: nothing keeps the service running
-          drain_timer = nil
-        end
-        if server.on_drained then server.on_drained() end
-      end
+      if draining and server.connections == 0 then drained() end
     end
     conn._close = finish
     function conn._failed(message) -- on_data raised (failing open catches it before)
@@ -329,12 +336,14 @@ function M.start(filter, fw)
     ls:Close()
   end
 
-  --- server.shutdown(ms): stop accepting, let the open connections finish, and end
-  -- those still open after ms (nil: at once). The service then has nothing of the
-  -- host's pending, so fw:run() returns once the rest of its work is done.
-  function server.shutdown(ms)
+  --- server.shutdown(ms [, when_drained]): stop accepting, let the open connections
+  -- finish, end those still open after ms (nil or 0: at once), and call when_drained()
+  -- once none is left (at once if there is none). The service then has nothing of the host's
+  -- pending, so fw:run() returns once the rest of its work is done.
+  function server.shutdown(ms, when_drained)
     ls:Close()
     if drain_timer ~= nil then drain_timer:Cancel(); drain_timer = nil end
+    on_drained = when_drained or on_drained
     local function end_all()
       drain_timer = nil
       local list = {}
@@ -342,7 +351,8 @@ function M.start(filter, fw)
       table.sort(list, function(a, b) return a.id < b.id end)
       for _, conn in ipairs(list) do conn._close("shutdown") end
     end
-    if server.connections == 0 then return end
+    if server.connections == 0 then return drained() end
+    draining = true
     if ms == nil or ms <= 0 then return end_all() end
     drain_timer = fw:SetTimer(ms, function(ok) if ok then end_all() end end)
   end
@@ -402,25 +412,21 @@ function M.main(argv)
   -- SIGTERM and SIGINT: stop accepting and drain, for at most shutdown_timeout_ms; a
   -- second one ends the connections still open at once.
   local watchers, stopping = {}, false
+  local function stop_watching()
+    for _, w in ipairs(watchers) do w:Cancel() end
+  end
   local function on_signal(ok, _, name)
     if not ok then return end
     if stopping then
       io.stdout:write(("fwx: %s again: ending %d connections now\n"):format(name, server.connections))
-      server.shutdown(0)
+      server.shutdown(0, stop_watching)
     else
       stopping = true
       io.stdout:write(("fwx: %s: no new connections; draining %d (at most %d ms)\n")
         :format(name, server.connections, server.shutdown_timeout_ms))
-      server.shutdown(server.shutdown_timeout_ms)
+      server.shutdown(server.shutdown_timeout_ms, stop_watching)
     end
     io.stdout:flush()
-    if server.connections == 0 then
-      for _, w in ipairs(watchers) do w:Cancel() end
-    else
-      server.on_drained = function()
-        for _, w in ipairs(watchers) do w:Cancel() end
-      end
-    end
   end
   for _, name in ipairs({ "SIGTERM", "SIGINT" }) do
     watchers[#watchers + 1] = fw:SetSignal(name, on_signal, name)
