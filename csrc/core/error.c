@@ -34,6 +34,7 @@ static const fwx_error_info_t table[] = {
   {"ERROR_IO_INCOMPLETE", 996, "Overlapped I/O event is not in a signaled state."},
   {"ERROR_IO_PENDING", 997, "Overlapped I/O operation is in progress."},
   {"ERROR_NOACCESS", 998, "Invalid access to memory location."},
+  {"ERROR_SERVICE_NOT_ACTIVE", 1062, "The service has not been started (a worker that has stopped)."},
   {"ERROR_SHUTDOWN_IN_PROGRESS", 1115, "A system shutdown is in progress."},
   {"ERROR_NOT_FOUND", 1168, "Element not found."},
   {"ERROR_INVALID_NETNAME", 1214, "The format of the specified network name is invalid."},

@@ -146,6 +146,9 @@ struct fwx_port {
   size_t deferred_head, deferred_count, deferred_cap;
   size_t deferred_total;   /* reads ever queued there: for tests */
   size_t polls;            /* loop runs (fwx_port_polls) */
+  struct fwx_workers *workers; /* workers.c: the group it is a worker of, or NULL */
+  int worker_id;
+  int worker_detached;
   fwx_op_t *free_ops;      /* recycled task/tick records */
   fwx__sendop_t *free_sends;
   size_t free_count;
@@ -188,6 +191,7 @@ struct fwx_socket {
   unsigned shut : 1;
   unsigned has_fd : 1;
   unsigned reuseaddr : 1;
+  unsigned reuseport : 1;      /* bind makes the descriptor itself, to set SO_REUSEPORT */
   unsigned uv_closing : 1;     /* uv_close called */
   unsigned close_after_shutdown : 1;
   unsigned connected : 1;      /* accepted, or its connect succeeded: it can be pumped */
@@ -313,6 +317,11 @@ void fwx__pump_cancel(struct fwx__pump *p);
 void fwx__handle_shutdown_all(fwx_port_t *port);
 int fwx__handle_cancel(fwx_handle_t *h, fwx_op_t *op);
 void fwx__timer_shutdown_all(fwx_port_t *port);
+
+/* workers.c */
+void fwx__workers_detach(fwx_port_t *port);
+size_t fwx__workers_waiting(const fwx_port_t *port);
+void fwx__message_release(const char *data); /* a delivered message's bytes */
 void fwx__timer_dequeued(fwx_timer_t *t); /* its last packet left the FIFO */
 void fwx__lookup_shutdown_all(fwx_port_t *port);
 void fwx__socket_shutdown_all(fwx_port_t *port);

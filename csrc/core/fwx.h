@@ -48,10 +48,11 @@ typedef enum {
   FWX_OP_TASK,
   FWX_OP_TIMER,
   FWX_OP_LOOKUP,
-  FWX_OP_PUMP     /* fwx_pump_start: both directions ended, or one failed */
+  FWX_OP_PUMP,    /* fwx_pump_start: both directions ended, or one failed */
+  FWX_OP_MESSAGE  /* fwx_workers_post: a message from another worker */
 } fwx_op_kind_t;
 /* The last kind: tables by kind have FWX_OP_LAST + 1 entries. */
-#define FWX_OP_LAST FWX_OP_PUMP
+#define FWX_OP_LAST FWX_OP_MESSAGE
 
 /* One dequeued completion packet. References it carries (buffer, accepted, result)
  * now belong to the caller. */
@@ -67,7 +68,9 @@ typedef struct fwx_completion {
   fwx_op_t *op;           /* the overlapped record (now idle, reusable) */
   fwx_buffer_t *buffer;   /* recv: a new service buffer (caller owns one reference) */
   const char *data;       /* recv: or the received bytes, valid until
-                             fwx_completion_release() */
+                             fwx_completion_release(); message: its bytes (.bytes
+                             long) and .key the worker that posted it, 0 for a
+                             fwx_workers_stop request */
   fwx_socket_t *accepted; /* accept: the new socket (caller owns one reference) */
   struct addrinfo *result;/* lookup: free with fwx_lookup_free() */
   int last;               /* 0 while a repeating timer keeps firing, else 1 */
@@ -174,7 +177,9 @@ int fwx_buffer_lent(const fwx_buffer_t *b);
 typedef enum { FWX_TCP = 1, FWX_UDP = 2 } fwx_proto_t;
 typedef enum {
   FWX_OPT_NODELAY = 1, FWX_OPT_KEEPALIVE, FWX_OPT_REUSEADDR,
-  FWX_OPT_RCVBUF, FWX_OPT_SNDBUF, FWX_OPT_BROADCAST, FWX_OPT_TTL
+  FWX_OPT_RCVBUF, FWX_OPT_SNDBUF, FWX_OPT_BROADCAST, FWX_OPT_TTL,
+  FWX_OPT_REUSEPORT  /* SO_REUSEPORT: set before Bind, so that each worker listens on
+                        the same port and the kernel spreads connections over them */
 } fwx_sockopt_t;
 
 int fwx_socket_new(fwx_port_t *port, fwx_proto_t proto, fwx_socket_t **out);
@@ -264,5 +269,70 @@ int fwx_socket_pumping(const fwx_socket_t *s);
  * missing (that path also runs when the kernel refuses to splice a descriptor). For
  * tests; 1 (the default) restores splice. */
 void fwx_pump_use_splice(int on);
+
+/* ---- the shared store (store.c): state that workers share (DESIGN.md section 4) ---- */
+/* One store per process, shared by every thread: a map from byte-string keys (up to
+ * FWX_STORE_KEY_MAX bytes) to entries that are either bytes, opaque to the core, or a
+ * 64-bit integer that fwx_store_incr adds to atomically. Its memory is bounded by a
+ * capacity (64 MiB unless set), counted as keys, values and an estimate of each
+ * entry's overhead (fwx_store_bytes); a write that would grow the store past it fails
+ * with UV_ENOMEM, as does one the allocator refuses. Nothing is ever evicted. A NULL
+ * key, or one longer than the maximum, is FWX_EINVAL. */
+#define FWX_STORE_KEY_MAX 65536
+
+/* What fwx_store_get found: an integer, or len bytes of value. */
+typedef struct fwx_store_value {
+  int is_integer;
+  int64_t integer;
+  size_t len;   /* bytes: their number, even when they did not fit (UV_ENOBUFS) */
+} fwx_store_value_t;
+
+/* Set replaces whatever the key held; add fails with UV_EEXIST if it holds anything. */
+int fwx_store_set(const char *key, size_t klen, const char *bytes, size_t len);
+int fwx_store_add(const char *key, size_t klen, const char *bytes, size_t len);
+int fwx_store_set_integer(const char *key, size_t klen, int64_t value);
+int fwx_store_add_integer(const char *key, size_t klen, int64_t value);
+/* Copy the entry out (nothing in the map is seen outside its lock): an integer into
+ * out->integer, bytes into buf. UV_ENOENT: no such key. UV_ENOBUFS: the bytes are more
+ * than cap; out->len says how many, nothing was copied, and by the next call the
+ * entry may have changed, so call again with room for out->len. */
+int fwx_store_get(const char *key, size_t klen, char *buf, size_t cap,
+                  fwx_store_value_t *out);
+/* Add delta to an integer entry, or make one of init + delta where the key is absent;
+ * the sum in *out. FWX_ESTATE: the entry holds bytes. FWX_EINVAL: the sum overflows
+ * (nothing changes). */
+int fwx_store_incr(const char *key, size_t klen, int64_t delta, int64_t init,
+                   int64_t *out);
+int fwx_store_delete(const char *key, size_t klen); /* 0, or UV_ENOENT */
+size_t fwx_store_count(void);          /* entries */
+size_t fwx_store_bytes(void);          /* what they count against the capacity */
+size_t fwx_store_capacity(void);
+/* A capacity below fwx_store_bytes() evicts nothing: writes that would grow the store
+ * fail until deletes bring it under. */
+int fwx_store_set_capacity(size_t bytes);
+void fwx_store_clear(void);            /* delete every entry (for tests) */
+
+/* ---- workers (workers.c): ports in different threads that post to each other ---- */
+/* A group of ports, one per worker thread (fwx.serve), numbered from 1. Any thread may
+ * post to any worker: the message's bytes are copied, and the worker's port delivers
+ * them as one FWX_OP_MESSAGE packet, in its own thread, in posting order per poster. A
+ * post that returned 0 is delivered exactly once: an inbox takes messages before its
+ * port attaches, and its port's shutdown turns what is left into packets that the
+ * drain delivers. After that shutdown, posts to the worker fail with FWX_ECLOSED; past
+ * 64 MiB of undelivered messages an inbox refuses posts with UV_ENOBUFS. */
+#define FWX_WORKERS_MAX 1024
+typedef struct fwx_workers fwx_workers_t;
+int fwx_workers_new(int count, fwx_workers_t **out);
+/* Once every attached port has finished (fwx_port_finish). */
+void fwx_workers_free(fwx_workers_t *w);
+int fwx_workers_count(const fwx_workers_t *w);
+/* In the port's own thread, once: the port is worker id from now on. */
+int fwx_workers_attach(fwx_workers_t *w, int id, fwx_port_t *port);
+/* Thread-safe. from: the posting worker (1..count). */
+int fwx_workers_post(fwx_workers_t *w, int to, int from, const void *data, size_t len);
+/* Thread-safe: post each running worker a stop request (a message from worker 0). */
+void fwx_workers_stop(fwx_workers_t *w);
+fwx_workers_t *fwx_port_workers(const fwx_port_t *port); /* or NULL */
+int fwx_port_worker_id(const fwx_port_t *port);          /* or 0 */
 
 #endif

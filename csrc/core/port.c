@@ -101,7 +101,9 @@ void fwx_port_deadline(fwx_port_t *port, int64_t ms) {
 
 int fwx_port_deadline_hit(const fwx_port_t *port) { return port->deadline_hit; }
 size_t fwx_port_queued(const fwx_port_t *port) { return port->queued; }
-size_t fwx_port_pending(const fwx_port_t *port) { return port->pending; }
+size_t fwx_port_pending(const fwx_port_t *port) {
+  return port->workers == NULL ? port->pending : port->pending + fwx__workers_waiting(port);
+}
 size_t fwx_port_pending_kind(const fwx_port_t *port, fwx_op_kind_t kind) {
   return (unsigned)kind <= FWX_OP_LAST ? port->pending_kind[kind] : 0;
 }
@@ -314,7 +316,7 @@ int fwx_port_get(fwx_port_t *port, fwx_completion_t *out) {
   out->last = op->last;
   out->accepted = op->kind == FWX_OP_ACCEPT ? op->out.accepted : NULL;
   out->result = op->kind == FWX_OP_LOOKUP ? op->out.result : NULL;
-  out->data = op->kind == FWX_OP_RECV ? op->out.data : NULL;
+  out->data = op->kind == FWX_OP_RECV || op->kind == FWX_OP_MESSAGE ? op->out.data : NULL;
   out->has_address = 0;
   if (op->has_address && op->object != NULL && op->kind == FWX_OP_RECV) {
     fwx_socket_t *s = op->object;
@@ -333,7 +335,8 @@ int fwx_port_get(fwx_port_t *port, fwx_completion_t *out) {
   }
   op->state = FWX__IDLE;
   op_release_held(op);
-  out->op = op->heap ? NULL : op;
+  /* A message's record is part of the message, which lives until the release. */
+  out->op = op->heap || op->kind == FWX_OP_MESSAGE ? NULL : op;
   op_free(op);
   return 1;
 }
@@ -345,7 +348,12 @@ void fwx_completion_release(fwx_completion_t *c) {
     fwx_socket_unref(c->accepted);
   }
   if (c->result != NULL) fwx_lookup_free(c->result);
-  if (c->data != NULL) fwx__arena_release(c->data);
+  if (c->data != NULL) {
+    if (c->kind == FWX_OP_MESSAGE)
+      fwx__message_release(c->data);
+    else
+      fwx__arena_release(c->data);
+  }
   c->data = NULL;
   c->buffer = NULL;
   c->accepted = NULL;
@@ -353,7 +361,7 @@ void fwx_completion_release(fwx_completion_t *c) {
 }
 
 int fwx_completion_keep_data(fwx_completion_t *c) {
-  if (c->data == NULL || !fwx__arena_keep(c->data)) return 0;
+  if (c->data == NULL || c->kind != FWX_OP_RECV || !fwx__arena_keep(c->data)) return 0;
   c->data = NULL; /* the packet's hold on the region is now the keeper's */
   return 1;
 }
@@ -392,7 +400,7 @@ int fwx_port_wait(fwx_port_t *port, fwx_completion_t *out, int timeout_ms) {
     uv_timer_start(timer, wait_timeout_cb, (uint64_t)timeout_ms, 0);
   }
   while (!(got = fwx_port_get(port, out)) && !expired) {
-    if (port->pending == 0) break;
+    if (fwx_port_pending(port) == 0) break;
     fwx_port_poll(port, 1);
   }
   if (timer != NULL) uv_close((uv_handle_t *)timer, wait_timer_close_cb);
@@ -431,6 +439,7 @@ void fwx_port_shutdown(fwx_port_t *port) {
   fwx__handle_shutdown_all(port);
   fwx__timer_shutdown_all(port);
   fwx__lookup_shutdown_all(port);
+  fwx__workers_detach(port); /* after this, messages are refused; queued ones stay */
 }
 
 static void close_walk_cb(uv_handle_t *h, void *arg) {

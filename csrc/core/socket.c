@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <unistd.h>
 
 static void close_cb(uv_handle_t *h) {
   fwx_socket_t *s = fwx__container_of(h, fwx_socket_t, uv.handle);
@@ -110,9 +111,29 @@ static void apply_deferred_opts(fwx_socket_t *s) {
   }
 }
 
+/* libuv 1.44 makes a TCP descriptor in uv_tcp_bind and sets SO_REUSEPORT on none, so a
+ * socket that asks for it gets a descriptor made here, with the option, and given to
+ * libuv before the bind (which then binds that descriptor). */
+static int open_reuseport(fwx_socket_t *s, const struct sockaddr *addr) {
+  int one = 1, fd, r;
+  if (fwx_socket_fd(s) >= 0) return set_int_opt(s, SOL_SOCKET, SO_REUSEPORT, 1);
+  fd = socket(addr->sa_family,
+              (s->proto == FWX_UDP ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return uv_translate_sys_error(errno);
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+    r = uv_translate_sys_error(errno);
+    close(fd);
+    return r;
+  }
+  r = s->proto == FWX_UDP ? uv_udp_open(&s->uv.udp, fd) : uv_tcp_open(&s->uv.tcp, fd);
+  if (r != 0) close(fd);
+  return r;
+}
+
 int fwx_socket_bind(fwx_socket_t *s, const struct sockaddr *addr) {
   int r;
   if (s->closed) return FWX_ECLOSED;
+  if (s->reuseport && (r = open_reuseport(s, addr)) != 0) return r;
   if (s->proto == FWX_UDP)
     r = uv_udp_bind(&s->uv.udp, addr, s->reuseaddr ? UV_UDP_REUSEADDR : 0);
   else
@@ -477,6 +498,9 @@ int fwx_socket_setopt(fwx_socket_t *s, fwx_sockopt_t opt, int value) {
   case FWX_OPT_BROADCAST:
     if (s->proto != FWX_UDP) return FWX_ESTATE;
     return uv_udp_set_broadcast(&s->uv.udp, value != 0);
+  case FWX_OPT_REUSEPORT:
+    s->reuseport = value != 0;
+    return fd >= 0 ? set_int_opt(s, SOL_SOCKET, SO_REUSEPORT, value != 0) : 0;
   case FWX_OPT_TTL:
     if (s->proto == FWX_UDP) return uv_udp_set_ttl(&s->uv.udp, value);
     return set_int_opt(s, IPPROTO_IP, IP_TTL, value);
@@ -497,6 +521,7 @@ int fwx_socket_getopt(fwx_socket_t *s, fwx_sockopt_t opt, int *value) {
   case FWX_OPT_SNDBUF: name = SO_SNDBUF; break;
   case FWX_OPT_BROADCAST: name = SO_BROADCAST; break;
   case FWX_OPT_TTL: level = IPPROTO_IP; name = IP_TTL; break;
+  case FWX_OPT_REUSEPORT: name = SO_REUSEPORT; break;
   default: return FWX_EINVAL;
   }
   if ((opt == FWX_OPT_NODELAY || opt == FWX_OPT_KEEPALIVE) && s->proto != FWX_TCP)
@@ -504,6 +529,7 @@ int fwx_socket_getopt(fwx_socket_t *s, fwx_sockopt_t opt, int *value) {
   if (fd < 0) {
     /* No descriptor yet: report what will be applied. */
     if (opt == FWX_OPT_REUSEADDR) *value = s->reuseaddr;
+    else if (opt == FWX_OPT_REUSEPORT) *value = s->reuseport;
     else if (opt == FWX_OPT_RCVBUF) *value = s->conn != NULL ? s->conn->rcvbuf : 0;
     else if (opt == FWX_OPT_SNDBUF) *value = s->conn != NULL ? s->conn->sndbuf : 0;
     else return UV_EBADF;

@@ -11,12 +11,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static int debug_gc; /* tests: a GC step after every notification */
+/* Tests: a GC step after every notification. Each worker's state sets it as it loads
+ * the module, so it is read and written atomically. */
+static int debug_gc_flag;
+#define debug_gc __atomic_load_n(&debug_gc_flag, __ATOMIC_RELAXED)
 
 /* Notifications delivered between two looks at I/O when the queue keeps filling. */
 #define LFWX_DISPATCH_BATCH 256
 
-void lfwx_set_debug_gc(int on) { debug_gc = on; }
+void lfwx_set_debug_gc(int on) { __atomic_store_n(&debug_gc_flag, on, __ATOMIC_RELAXED); }
 
 /* Push the anchor table of the service box at svidx; return its index. */
 int lfwx_push_anchors(lua_State *L, int svidx) {
@@ -141,14 +144,15 @@ void lfwx_check_sink(lua_State *L, int idx, const char *method, int optional) {
 
 const char *const lfwx_op_names[FWX_OP_LAST + 1] = {
   "none", "Accept", "Connect", "Recv", "Send", "Read", "Write", "task", "timer", "GetHostByName",
-  "Pump"
+  "Pump", "message"
 };
 
 static const char *method_of(fwx_op_kind_t kind) {
   switch (kind) {
   case FWX_OP_ACCEPT: return "CompleteAsyncAccept";
   case FWX_OP_CONNECT: return "CompleteAsyncConnect";
-  case FWX_OP_TASK: return "CompleteTask";
+  case FWX_OP_TASK:
+  case FWX_OP_MESSAGE: return "CompleteTask";
   case FWX_OP_TIMER: return "CompleteTimer";
   case FWX_OP_LOOKUP: return "CompleteGetHostByName";
   case FWX_OP_PUMP: return "CompletePump";
@@ -431,6 +435,59 @@ static void deliver_due_timer(lua_State *L, lfwx_service_t *sv, int svidx, int m
   if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
 }
 
+static int push_message_protected(lua_State *L) {
+  const fwx_completion_t *c = lua_touserdata(L, 1);
+  return lfwx_push_message(L, c->data, c->bytes);
+}
+
+/* A message from another worker (workers.c): its value to the task handler registered
+ * under its name, as sink(value, from_worker), under its own pcall. A message from
+ * worker 0 is fwx.serve asking this worker to stop. */
+static void deliver_message(lua_State *L, lfwx_service_t *sv, int svidx, int msgh,
+                            fwx_completion_t *c) {
+  int top = lua_gettop(L), from = (int)c->key, st, sink, nargs = 2;
+  if (from == 0) {
+    sv->stop = 1;
+    fwx_completion_release(c);
+    return;
+  }
+  lua_pushcfunction(L, push_message_protected);
+  lua_pushlightuserdata(L, c);
+  st = lua_pcall(L, 1, 2, msgh);               /* name, value */
+  fwx_completion_release(c);
+  if (st != LUA_OK) {
+    report(L, svidx, 0, FWX_OP_MESSAGE);
+    lua_settop(L, top);
+    return;
+  }
+  lua_getiuservalue(L, svidx, LFWX_UV_OPTIONS);
+  if (lua_getfield(L, -1, "tasks") == LUA_TTABLE) {
+    lua_pushvalue(L, top + 1);
+    lua_rawget(L, -2);
+  } else {
+    lua_pushnil(L);
+  }
+  sink = lua_gettop(L);
+  if (lua_isnil(L, sink)) {
+    lua_pushfstring(L, "no task handler named '%s' for a message from worker %d "
+                       "(fw:SetTaskHandler)", lua_tostring(L, top + 1), from);
+    report(L, svidx, 0, FWX_OP_MESSAGE);
+  } else {
+    if (lua_type(L, sink) == LUA_TFUNCTION) {
+      lua_pushvalue(L, sink);
+    } else {
+      lua_getfield(L, sink, "CompleteTask");
+      lua_pushvalue(L, sink);
+      nargs = 3;
+    }
+    lua_pushvalue(L, top + 2);
+    lua_pushinteger(L, from);
+    if (lua_pcall(L, nargs, 0, msgh) != LUA_OK) report(L, svidx, 0, FWX_OP_MESSAGE);
+  }
+  lua_settop(L, top);
+  if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
+}
+
 /* One dispatch round, as far as it has gone. */
 typedef struct round {
   lfwx_service_t *sv;
@@ -457,7 +514,9 @@ static int next_packet(round_t *r) {
  * handler. */
 static void deliver_packet(lua_State *L, round_t *r, int svidx, int tidx, int msgh) {
   r->kind = r->c.kind;
-  if (r->c.key != LFWX_RING_KEY)
+  if (r->c.kind == FWX_OP_MESSAGE)
+    deliver_message(L, r->sv, svidx, msgh, &r->c);
+  else if (r->c.key != LFWX_RING_KEY)
     deliver(L, r->sv, svidx, tidx, msgh, &r->c);
   else if (r->c.kind == FWX_OP_TASK)
     deliver_task(L, r->sv);
@@ -489,7 +548,8 @@ static int deliver_round(lua_State *L) {
 static void round_failed(lua_State *L, round_t *r, int svidx) {
   int msg = lua_gettop(L), boxidx;
   lfwx_socket_t *box;
-  if (r->c.key == LFWX_RING_KEY || !LFWX_KEY_IS_KEPT(r->c.key) || r->kind == FWX_OP_NONE) {
+  if (r->c.key == LFWX_RING_KEY || !LFWX_KEY_IS_KEPT(r->c.key) || r->kind == FWX_OP_NONE ||
+      r->kind == FWX_OP_MESSAGE) {
     report(L, svidx, 0, r->kind);
     return;
   }

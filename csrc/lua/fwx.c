@@ -117,6 +117,18 @@ static int l_debug_gc(lua_State *L) {
   return 0;
 }
 
+/* core._encode(v) and core._decode(s): the serializer, for its specs. */
+static int l_encode(lua_State *L) {
+  luaL_checkany(L, 1);
+  return lfwx_encode(L, 1);
+}
+
+static int l_decode(lua_State *L) {
+  size_t len;
+  const char *data = luaL_checklstring(L, 1, &len);
+  return lfwx_decode(L, data, len);
+}
+
 int lfwx_open_errors(lua_State *L) {
   size_t n, i;
   const fwx_error_info_t *t = fwx_error_table(&n);
@@ -136,6 +148,8 @@ __attribute__((visibility("default"))) int luaopen_fwx_core(lua_State *L) {
     {"_arena_stats", lfwx_arena_stats},
     {"_polls", lfwx_poll_count},
     {"new", lfwx_service_new},
+    {"_encode", l_encode},
+    {"_decode", l_decode},
     {NULL, NULL}
   };
   int i;
@@ -154,6 +168,7 @@ __attribute__((visibility("default"))) int luaopen_fwx_core(lua_State *L) {
   lfwx_open_service(L);
   lua_newtable(L);
   lfwx_setfuncs(L, funcs);
+  lfwx_open_workers(L);
   /* core.methods: the method tables of the classes, by short name ("socket"), for
    * the Lua side of the module (the await style adds its methods there). */
   lua_newtable(L);
@@ -170,6 +185,8 @@ __attribute__((visibility("default"))) int luaopen_fwx_core(lua_State *L) {
   lfwx_open_resume(L);
   lfwx_open_errors(L);
   lua_setfield(L, -2, "errors");
+  lfwx_open_store(L);
+  lua_setfield(L, -2, "store");
   lua_pushliteral(L, FWX_VERSION);
   lua_setfield(L, -2, "version");
   lua_pushstring(L, uv_version_string());

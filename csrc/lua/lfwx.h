@@ -79,6 +79,7 @@ typedef struct lfwx_service {
   /* received.c: the block object of the arena block receives are now kept in, which
    * user value LFWX_UV_BLOCK holds */
   struct lfwx_block *block;
+  fwx_workers_t *own_workers; /* workers.c: the group of one of a service outside serve */
   int running, stop, closing, closed;
 } lfwx_service_t;
 
@@ -187,6 +188,23 @@ void lfwx_open_resume(lua_State *L);
 /* pump.c */
 int lfwx_pump(lua_State *L);
 int lfwx_pump_use_splice(lua_State *L);
+
+/* serialize.c: values that cross Lua states (the store, messages between workers).
+ * lfwx_encode pushes a string encoding the value at idx (nil, booleans, integers,
+ * floats, strings, and tables of these, nested, without cycles); anything else raises
+ * an error that names it. lfwx_decode pushes the value data[0..len) encodes, or raises
+ * on a malformed encoding. */
+int lfwx_encode(lua_State *L, int idx);
+int lfwx_decode(lua_State *L, const char *data, size_t len);
+
+/* store.c: core.store, the Lua face of the shared store */
+int lfwx_open_store(lua_State *L);
+
+/* workers.c: fwx.serve and messages between workers */
+void lfwx_open_workers(lua_State *L); /* into the module table on top */
+int lfwx_post_to_worker(lua_State *L);
+int lfwx_set_task_handler(lua_State *L);
+int lfwx_push_message(lua_State *L, const char *data, size_t len);
 
 /* errors.c */
 int lfwx_open_errors(lua_State *L);

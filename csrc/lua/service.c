@@ -123,6 +123,8 @@ static int l_gc(lua_State *L) {
     fwx_port_unref(sv->port);
     sv->port = NULL;
   }
+  fwx_workers_free(sv->own_workers); /* its port has finished: nothing posts there */
+  sv->own_workers = NULL;
   free(sv->anchors.free);
   sv->anchors.free = NULL;
   free(sv->kept.free);
@@ -185,12 +187,27 @@ int lfwx_poll_count(lua_State *L) {
   return 1;
 }
 
+/* fw:SetErrorHandler(fn): what on_error of fwx.new{} sets, for a service made
+ * elsewhere (a worker's, made by fwx.serve). */
+static int l_set_error_handler(lua_State *L) {
+  lfwx_check_service(L, 1);
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  lua_getiuservalue(L, 1, LFWX_UV_OPTIONS);
+  lua_pushvalue(L, 2);
+  lua_setfield(L, -2, "on_error");
+  return 0;
+}
+
 /* A task's packet is queued at once, so its sink and user data go into the ring; the
  * anchor table takes them when the ring is full. */
 static int l_post(lua_State *L) {
   lfwx_service_t *sv = check_open(L, 1);
   int r, slot;
-  if (lua_gettop(L) != 3) lua_settop(L, 3);
+  if (lua_gettop(L) != 3) {
+    if (lua_gettop(L) > 3 && !lua_isnil(L, 4)) return lfwx_post_to_worker(L);
+    lua_settop(L, 3);
+  }
   if (lua_type(L, 2) != LUA_TFUNCTION) lfwx_check_sink(L, 2, "CompleteTask", 0);
   if (lfwx_ring_reserve(sv, 2)) {
     r = fwx_port_post(sv->port, LFWX_RING_KEY);
@@ -242,6 +259,8 @@ int lfwx_open_service(lua_State *L) {
     {"CreateOverlapped", lfwx_create_overlapped},
     {"HookToCompletionPort", lfwx_hook},
     {"PostTaskCompletion", l_post},
+    {"SetTaskHandler", lfwx_set_task_handler},
+    {"SetErrorHandler", l_set_error_handler},
     {"SetTimer", lfwx_set_timer},
     {"SetSignal", lfwx_set_signal},
     {"GetHostByName", l_lookup},

@@ -305,22 +305,24 @@ static int l_getsockname(lua_State *L) { return push_name(L, 0); }
 static int l_getpeername(lua_State *L) { return push_name(L, 1); }
 
 static const char *const opt_names[] = {
-  "nodelay", "keepalive", "reuseaddr", "rcvbuf", "sndbuf", "broadcast", "ttl",
+  "nodelay", "keepalive", "reuseaddr", "rcvbuf", "sndbuf", "broadcast", "ttl", "reuseport",
   "TCP_NODELAY", "SO_KEEPALIVE", "SO_REUSEADDR", "SO_RCVBUF", "SO_SNDBUF", "SO_BROADCAST",
-  "IP_TTL", NULL
+  "IP_TTL", "SO_REUSEPORT", NULL
 };
 static const fwx_sockopt_t opt_values[] = {
   FWX_OPT_NODELAY, FWX_OPT_KEEPALIVE, FWX_OPT_REUSEADDR, FWX_OPT_RCVBUF, FWX_OPT_SNDBUF,
-  FWX_OPT_BROADCAST, FWX_OPT_TTL
+  FWX_OPT_BROADCAST, FWX_OPT_TTL, FWX_OPT_REUSEPORT
 };
+#define NOPTS (sizeof opt_values / sizeof opt_values[0])
 
 static int is_flag(fwx_sockopt_t o) {
-  return o == FWX_OPT_NODELAY || o == FWX_OPT_REUSEADDR || o == FWX_OPT_BROADCAST;
+  return o == FWX_OPT_NODELAY || o == FWX_OPT_REUSEADDR || o == FWX_OPT_BROADCAST ||
+         o == FWX_OPT_REUSEPORT;
 }
 
 static int l_setsockopt(lua_State *L) {
   fwx_socket_t *s = check_socket(L, 1);
-  fwx_sockopt_t o = opt_values[luaL_checkoption(L, 2, NULL, opt_names) % 7];
+  fwx_sockopt_t o = opt_values[luaL_checkoption(L, 2, NULL, opt_names) % NOPTS];
   lua_Integer v;
   int r;
   if (lua_isboolean(L, 3)) {
@@ -342,7 +344,7 @@ static int l_setsockopt(lua_State *L) {
 
 static int l_getsockopt(lua_State *L) {
   fwx_socket_t *s = check_socket(L, 1);
-  fwx_sockopt_t o = opt_values[luaL_checkoption(L, 2, NULL, opt_names) % 7];
+  fwx_sockopt_t o = opt_values[luaL_checkoption(L, 2, NULL, opt_names) % NOPTS];
   int v = 0, r = fwx_socket_getopt(s, o, &v);
   if (r == FWX_ESTATE) luaL_argerror(L, 2, "option does not apply to this protocol");
   if (r < -10000) return lfwx_raise(L, r, "socket");

@@ -17,6 +17,31 @@ function fwx.new(options)
   return core.new(options)
 end
 
+--- fwx.serve{ threads = N, script = PATH [, args = {...}] } -> true, or nil, error
+-- N worker threads, each with its own Lua state, service and loop (DESIGN.md section
+-- 4). PATH is loaded in each and called as chunk(fw, ...args); then the worker runs fw
+-- until nothing is pending or it is stopped, and closes it. Scripts start in worker
+-- order, each once the previous one has returned; serve returns when all have stopped.
+-- fw:PostTaskCompletion(name, value, worker) posts value to another worker's task
+-- handler (fw:SetTaskHandler(name, sink) there; sink(value, from_worker)).
+function fwx.serve(options)
+  return core.serve(options)
+end
+
+--- fwx.worker_id(), fwx.worker_count(): where this Lua state runs (1 and 1 outside
+-- fwx.serve).
+fwx.worker_id = core.worker_id
+fwx.worker_count = core.worker_count
+
+--- fwx.store: the state every worker of the process shares (DESIGN.md section 4).
+-- store.get(key) -> value or nil; store.set(key, value) -> true (nil deletes; nil,
+-- message, 8 when the store is full); store.add(key, value) -> true, or false, "exists";
+-- store.incr(key [, delta=1 [, init=0]]) -> the new integer, atomically; store.delete(key)
+-- -> whether it was there; store.count(), store.bytes(), store.capacity([bytes]).
+-- Keys are strings; values are nil, booleans, numbers, strings and tables of these,
+-- stored as copies: a table read back is a new table.
+fwx.store = core.store
+
 --- fwx.strerror(code) -> name, message ("ERROR_NETNAME_DELETED", "...").
 function fwx.strerror(code)
   return core.strerror(code)
