@@ -29,6 +29,7 @@ build = {
     fwx = "lua/fwx/init.lua",
     ["fwx.await"] = "lua/fwx/await.lua",
     ["fwx.host"] = "lua/fwx/host.lua",
+    ["fwx.host_worker"] = "lua/fwx/host_worker.lua",
     ["fwx.core"] = {
       sources = {
         "csrc/core/arena.c", "csrc/core/buffer.c", "csrc/core/deferred.c", "csrc/core/error.c",

@@ -415,6 +415,36 @@ describe("the host", function()
       assert.truthy(log:find("fwx: stopped\nexit=0", 1, true), log)
     end)
 
+    it("serves with --threads 2: both workers on one port, and SIGTERM drains them all", function()
+      local up_out, up_port = echo_process()
+      local host_out = os.tmpname()
+      os.execute(("(timeout 30 env %s bin/fwx run examples/filters/uppercase.lua --threads 2 --listen 127.0.0.1:0 --upstream 127.0.0.1:%s; echo exit=$?) > %s 2>&1 &")
+        :format(H.lua_command(), up_port, host_out))
+      local port = wait_for(host_out, "listening on 127%.0%.0%.1:(%d+), upstream [^\n]*, 2 worker threads")
+      local pid = H.sh(("ss -ltnpH 'sport = :%s' | grep -o 'pid=[0-9]*' | head -1"):format(port))
+        :match("pid=(%d+)")
+      assert.truthy(pid, "no pid for the host")
+      -- Both listening sockets are the host's: SO_REUSEPORT, one per worker.
+      local listeners = H.sh(("ss -ltnpH 'sport = :%s' | grep -c 'pid=%s'"):format(port, pid))
+      local replies = H.sh(("for i in $(seq 1 20); do printf \"client $i\" | timeout 5 nc -N 127.0.0.1 %s; echo; done")
+        :format(port))
+      wait_for(host_out, ("end=eof"):rep(20, ".-"))
+      os.execute("kill -TERM " .. pid)
+      local _, log = wait_for(host_out, "exit=%d+")
+      os.execute(("kill $(cat %s.pid) 2>/dev/null"):format(up_out))
+      for _, p in ipairs({ up_out, up_out .. ".pid", host_out }) do os.remove(p) end
+      assert.equal("2", listeners:match("%d+"))
+      for i = 1, 20 do assert.truthy(replies:find("CLIENT " .. i .. "\n", 1, true), replies) end
+      local ids = {}
+      for id in log:gmatch("fwx: conn=(%d+) ") do
+        assert.is_nil(ids[id], "connection id " .. id .. " twice")
+        ids[id] = true
+      end
+      assert.truthy(log:find("worker 1: SIGTERM", 1, true), log)
+      assert.truthy(log:find("worker 2: SIGTERM", 1, true), log)
+      assert.truthy(log:find("fwx: stopped\nexit=0", 1, true), log)
+    end)
+
     it("explains its usage and refuses a broken filter file", function()
       local out = H.sh(("env %s bin/fwx 2>&1; echo status=$?"):format(H.lua_command()))
       assert.truthy(out:find("usage: fwx run FILTER.lua", 1, true), out)

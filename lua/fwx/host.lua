@@ -8,7 +8,9 @@
 --     on_data   = function(conn, direction, buf) ... end, -- see below
 --     on_close  = function(conn, result) ... end,
 --     failure = "closed",                   -- or "open": what a raising filter means
---     max_connections = 10000,
+--     max_connections = 10000,              -- per worker
+--     threads = 1,                          -- worker threads (fwx.serve), each
+--                                           -- listening on the port (SO_REUSEPORT)
 --     shutdown_timeout_ms = 30000,          -- how long SIGTERM lets connections drain
 --     access_log = true,                    -- stderr; a function(line); false: none
 --     error_log = true,                     -- where filter errors go, the same way
@@ -21,6 +23,8 @@
 -- false drops the chunk; conn:send(direction, data) injects bytes and conn:close()
 -- ends the connection. Each direction stops reading while about 128 KiB it sent are
 -- not yet written (backpressure), as the benchmark's proxies do.
+local fwx = require "fwx"
+
 local M = {}
 
 local HIGH_WATER = 64 * 1024
@@ -69,6 +73,10 @@ local function check_filter(filter)
   f.max_connections = filter.max_connections or 10000
   if math.type(f.max_connections) ~= "integer" or f.max_connections < 1 then
     error("max_connections must be a positive integer", 0)
+  end
+  f.threads = filter.threads or 1
+  if math.type(f.threads) ~= "integer" or f.threads < 1 or f.threads > 1024 then
+    error("threads must be an integer from 1 to 1024", 0)
   end
   for _, name in ipairs({ "access_log", "error_log" }) do
     local log = filter[name]
@@ -119,12 +127,14 @@ end
 -- closed when on_data raises.
 local host_services = setmetatable({}, { __mode = "k" })
 
---- host.service() -> fw: a service for host.start. on_data is called plainly, not
--- under a pcall of its own (about 800 instructions a chunk, callgrind): what it
--- raises reaches this service's error handler with the socket whose receive it was,
--- and fails that connection closed. Other errors are logged as fwx.new's are.
-function M.service()
-  local fw = require("fwx").new{ on_error = function(message, object, operation)
+--- host.service([fw]) -> fw: a service for host.start, new or the given one (a
+-- worker's, from fwx.serve). on_data is called plainly, not under a pcall of its own
+-- (about 800 instructions a chunk, callgrind): what it raises reaches this service's
+-- error handler with the socket whose receive it was, and fails that connection
+-- closed. Other errors are logged as fwx.new's are.
+function M.service(fw)
+  fw = fw or fwx.new{}
+  fw:SetErrorHandler(function(message, object, operation)
     local conn = object ~= nil and conn_of[object] or nil
     if conn == nil or conn.closed then
       io.stderr:write(("fwx: error in %s notification for %s: %s\n")
@@ -132,9 +142,18 @@ function M.service()
       return
     end
     conn._failed(message)
-  end }
+  end)
   host_services[fw] = true
   return fw
+end
+
+-- Under fwx.serve every worker listens on the same port with SO_REUSEPORT, and the
+-- kernel spreads connections over them. Worker 1 binds first (scripts start in
+-- worker order) and publishes the port it got, which matters for port 0.
+local function listen_port(f)
+  local key = ("fwx.host.port %s:%d"):format(f.listen_host, f.listen_port)
+  if fwx.worker_count() == 1 or fwx.worker_id() == 1 then return f.listen_port, key end
+  return fwx.store.get(key) or f.listen_port, key
 end
 
 --- host.start(filter [, fw]) -> server: serves filter on fw (from host.service(); by
@@ -166,13 +185,16 @@ function M.start(filter, fw)
   end
   server.fw = fw
   local ls = fw:CreateNetworkSocket("tcp")
-  local ok, msg = ls:Bind(f.listen_host, f.listen_port)
+  local port, port_key = listen_port(f)
+  if fwx.worker_count() > 1 then assert(ls:SetSockOpt("reuseport", true)) end
+  local ok, msg = ls:Bind(f.listen_host, port)
   if ok then ok, msg = ls:Listen(511) end
   if not ok then
     ls:Close()
-    error(("cannot listen on %s:%d: %s"):format(f.listen_host, f.listen_port, msg), 0)
+    error(("cannot listen on %s:%d: %s"):format(f.listen_host, port, msg), 0)
   end
   server.port = ls:GetSockName().port
+  if fwx.worker_count() > 1 and fwx.worker_id() == 1 then fwx.store.set(port_key, server.port) end
   server.shutdown_timeout_ms = f.shutdown_timeout_ms
   server.address = ls:GetSockName()
   local upstream_name = ("%s:%d"):format(f.upstream_host, f.upstream_port)
@@ -196,8 +218,12 @@ function M.start(filter, fw)
     end
   end
 
+  -- Connection ids are unique across workers without sharing a counter: worker k of
+  -- n numbers its connections k, k + n, k + 2n, ...
+  local id_step, id_first = fwx.worker_count(), fwx.worker_id()
+
   local function serve(client, remote)
-    local conn = setmetatable({ id = server.accepted, client = remote,
+    local conn = setmetatable({ id = id_first + (server.accepted - 1) * id_step, client = remote,
                                 upstream = upstream_name, closed = false,
                                 request_bytes = 0, response_bytes = 0 }, Conn)
     local upstream = fw:CreateNetworkSocket("tcp")
@@ -360,11 +386,76 @@ function M.start(filter, fw)
 end
 
 local USAGE = [[
-usage: fwx run FILTER.lua [--listen HOST:PORT] [--upstream HOST:PORT]
+usage: fwx run FILTER.lua [--listen HOST:PORT] [--upstream HOST:PORT] [--threads N]
   Serves FILTER.lua, a Lua file that returns the filter table (listen, upstream,
   on_accept, on_data, on_close, failure, max_connections, shutdown_timeout_ms,
-  access_log, error_log); the options override its listen and upstream. SIGTERM or
+  threads, access_log, error_log); the options override its fields. SIGTERM or
   SIGINT drains the open connections and exits; a second one ends them at once.]]
+
+-- FILTER.lua called with fw, and the command line's overrides applied: the filter.
+local function load_filter(path, fw, overrides)
+  local chunk, err = loadfile(path)
+  if not chunk then return nil, err end
+  local fine, filter = pcall(chunk, fw)
+  if not fine then return nil, ("%s: %s"):format(path, tostring(filter)) end
+  if type(filter) ~= "table" then return filter end
+  local copy = {}
+  for k, v in pairs(filter) do copy[k] = v end
+  for k, v in pairs(overrides) do copy[k] = v end
+  return copy
+end
+
+-- Serve the filter FILTER.lua returned on fw, with SIGTERM and SIGINT draining it:
+-- what the one thread, or each worker, does before its service runs. true, or nil and
+-- what went wrong.
+local function serve_filter(fw, path, filter)
+  local started, server = pcall(M.start, filter, fw)
+  if not started then return nil, ("%s: %s"):format(path, tostring(server)) end
+  local who = fwx.worker_count() > 1 and ("fwx: worker %d:"):format(fwx.worker_id()) or "fwx:"
+  if fwx.worker_id() == 1 then
+    local threads = fwx.worker_count()
+    io.stdout:write(("fwx: %s listening on %s, upstream %s%s\n"):format(path,
+      tostring(server.address), filter.upstream,
+      threads > 1 and (", %d worker threads"):format(threads) or ""))
+    io.stdout:flush()
+  end
+  -- SIGTERM and SIGINT: stop accepting and drain, for at most shutdown_timeout_ms; a
+  -- second one ends the connections still open at once. Every worker is told.
+  local watchers, stopping = {}, false
+  local function stop_watching()
+    for _, w in ipairs(watchers) do w:Cancel() end
+  end
+  local function on_signal(ok, _, name)
+    if not ok then return end
+    if stopping then
+      io.stdout:write(("%s %s again: ending %d connections now\n"):format(who, name, server.connections))
+      server.shutdown(0, stop_watching)
+    else
+      stopping = true
+      io.stdout:write(("%s %s: no new connections; draining %d (at most %d ms)\n")
+        :format(who, name, server.connections, server.shutdown_timeout_ms))
+      server.shutdown(server.shutdown_timeout_ms, stop_watching)
+    end
+    io.stdout:flush()
+  end
+  for _, name in ipairs({ "SIGTERM", "SIGINT" }) do
+    watchers[#watchers + 1] = fw:SetSignal(name, on_signal, name)
+  end
+  return true
+end
+
+--- A worker of `fwx run` with threads (lua/fwx/host_worker.lua calls it).
+function M.worker(fw, path, listen, upstream)
+  fw = M.service(fw)
+  local filter, err = load_filter(path, fw, { listen = listen or nil, upstream = upstream or nil })
+  if filter ~= nil then filter, err = serve_filter(fw, path, filter) end
+  if filter == nil then error(err, 0) end
+end
+
+local function fail(message)
+  io.stderr:write("fwx: ", message, "\n")
+  return 1
+end
 
 --- The command line: returns the exit status.
 function M.main(argv)
@@ -378,60 +469,32 @@ function M.main(argv)
     local opt, value = argv[i], argv[i + 1]
     if (opt == "--listen" or opt == "--upstream") and value ~= nil then
       overrides[opt:sub(3)] = value
-      i = i + 2
+    elseif opt == "--threads" and math.tointeger(tonumber(value)) then
+      overrides.threads = math.tointeger(tonumber(value))
     else
       io.stderr:write(("fwx: unknown option %s\n"):format(opt), USAGE, "\n")
       return 2
     end
-  end
-  local chunk, err = loadfile(path)
-  if not chunk then
-    io.stderr:write("fwx: ", err, "\n")
-    return 1
+    i = i + 2
   end
   local fw = M.service()
-  local fine, filter = pcall(chunk, fw)
-  if not fine then
-    io.stderr:write(("fwx: %s: %s\n"):format(path, tostring(filter)))
-    return 1
+  -- The filter says how many threads; with more than one, this load only reads it and
+  -- each worker loads the file again in its own state.
+  local filter, err = load_filter(path, fw, overrides)
+  if filter == nil then return fail(err) end
+  local checked, f = pcall(check_filter, filter)
+  if not checked then return fail(("%s: %s"):format(path, f)) end
+  if f.threads > 1 then
+    fw:Close()
+    local script = package.searchpath("fwx.host_worker", package.path)
+    local served, why = fwx.serve{ threads = f.threads, script = script,
+      args = { path, overrides.listen or false, overrides.upstream or false } }
+    if not served then return fail(why) end
+  else
+    local ok, why = serve_filter(fw, path, filter)
+    if not ok then return fail(why) end
+    fw:run()
   end
-  if type(filter) == "table" then
-    local copy = {}
-    for k, v in pairs(filter) do copy[k] = v end
-    for k, v in pairs(overrides) do copy[k] = v end
-    filter = copy
-  end
-  local started, server = pcall(M.start, filter, fw)
-  if not started then
-    io.stderr:write(("fwx: %s: %s\n"):format(path, tostring(server)))
-    return 1
-  end
-  io.stdout:write(("fwx: %s listening on %s, upstream %s\n"):format(path,
-    tostring(server.address), filter.upstream))
-  io.stdout:flush()
-  -- SIGTERM and SIGINT: stop accepting and drain, for at most shutdown_timeout_ms; a
-  -- second one ends the connections still open at once.
-  local watchers, stopping = {}, false
-  local function stop_watching()
-    for _, w in ipairs(watchers) do w:Cancel() end
-  end
-  local function on_signal(ok, _, name)
-    if not ok then return end
-    if stopping then
-      io.stdout:write(("fwx: %s again: ending %d connections now\n"):format(name, server.connections))
-      server.shutdown(0, stop_watching)
-    else
-      stopping = true
-      io.stdout:write(("fwx: %s: no new connections; draining %d (at most %d ms)\n")
-        :format(name, server.connections, server.shutdown_timeout_ms))
-      server.shutdown(server.shutdown_timeout_ms, stop_watching)
-    end
-    io.stdout:flush()
-  end
-  for _, name in ipairs({ "SIGTERM", "SIGINT" }) do
-    watchers[#watchers + 1] = fw:SetSignal(name, on_signal, name)
-  end
-  fw:run()
   io.stdout:write("fwx: stopped\n")
   return 0
 end
