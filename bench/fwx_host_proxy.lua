@@ -1,24 +1,40 @@
 -- fwx_host_proxy.lua: the fwx host (lua/fwx/host.lua, what `fwx run` serves) as the
 -- benchmark's proxy: MODE "none" has no data filter (the core pump moves the bytes,
 -- the "fwx_host" column), MODE "lua" an identity Lua data filter, on_data returning
--- nil for every chunk (the "fwx_host_lua" column).
+-- nil for every chunk (the "fwx_host_lua" column), and MODE "lua_t2" the same filter
+-- with threads = 2 (the "fwx_host_t2" column): two workers of fwx.serve, each with
+-- its own state and loop, listening on one port with SO_REUSEPORT.
 --
 --   LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/?.so;;' \
 --     lua5.4 bench/fwx_host_proxy.lua MODE PORT UPSTREAM_HOST UPSTREAM_PORT
 --
 -- Prints "PORT n" once listening; the runner ends it with SIGTERM. The access log is
 -- the host's default (a line per connection on stderr), as a user would run it.
+local fwx = require "fwx"
 local host = require "fwx.host"
 
-local mode, port, up_host, up_port = arg[1], tonumber(arg[2]), arg[3], tonumber(arg[4])
-assert((mode == "none" or mode == "lua") and port and up_host and up_port,
-       "usage: fwx_host_proxy.lua none|lua PORT UPSTREAM_HOST UPSTREAM_PORT")
+-- Run as a worker of fwx.serve, this file gets the worker's service first.
+local worker_fw, mode, port, up_host, up_port
+if type((...)) == "userdata" then
+  worker_fw, mode, port, up_host, up_port = ...
+else
+  mode, port, up_host, up_port = arg[1], tonumber(arg[2]), arg[3], tonumber(arg[4])
+end
+assert((mode == "none" or mode == "lua" or mode == "lua_t2") and port and up_host and up_port,
+       "usage: fwx_host_proxy.lua none|lua|lua_t2 PORT UPSTREAM_HOST UPSTREAM_PORT")
+
+if mode == "lua_t2" and worker_fw == nil then
+  assert(fwx.serve{ threads = 2, script = arg[0], args = { mode, port, up_host, up_port } })
+  return
+end
 
 local server = host.start({
   listen = ("127.0.0.1:%d"):format(port),
   upstream = ("%s:%d"):format(up_host, up_port),
-  on_data = mode == "lua" and function() end or nil,
-})
-io.stdout:write("PORT ", server.port, "\n")
-io.stdout:flush()
-server.fw:run()
+  on_data = mode ~= "none" and function() end or nil,
+}, worker_fw and host.service(worker_fw))
+if fwx.worker_id() == 1 then
+  io.stdout:write("PORT ", server.port, "\n")
+  io.stdout:flush()
+end
+if worker_fw == nil then server.fw:run() end
