@@ -110,6 +110,8 @@ static void enqueue_messages(fwx_port_t *port, fwx_op_t *list) {
   }
 }
 
+static void wake_closed_cb(uv_handle_t *h) { free(h); }
+
 static void wake_cb(uv_async_t *a) {
   fwx_port_t *port = a->data;
   fwx_workers_t *w = port->workers;
@@ -140,7 +142,7 @@ int fwx_workers_attach(fwx_workers_t *w, int id, fwx_port_t *port) {
   uv_mutex_lock(&w->lock);
   if (in->port != NULL || in->closed) {
     uv_mutex_unlock(&w->lock);
-    uv_close((uv_handle_t *)wake, (uv_close_cb)free);
+    uv_close((uv_handle_t *)wake, wake_closed_cb);
     return FWX_ESTATE;
   }
   in->port = port;
@@ -169,7 +171,7 @@ void fwx__workers_detach(fwx_port_t *port) {
   list = take_all(in);
   uv_mutex_unlock(&w->lock);
   port->worker_detached = 1;
-  uv_close((uv_handle_t *)wake, (uv_close_cb)free);
+  uv_close((uv_handle_t *)wake, wake_closed_cb);
   enqueue_messages(port, list);
 }
 

@@ -469,7 +469,7 @@ function M.main(argv)
     local opt, value = argv[i], argv[i + 1]
     if (opt == "--listen" or opt == "--upstream") and value ~= nil then
       overrides[opt:sub(3)] = value
-    elseif opt == "--threads" and math.tointeger(tonumber(value)) then
+    elseif opt == "--threads" and math.tointeger(tonumber(value or "")) then
       overrides.threads = math.tointeger(tonumber(value))
     else
       io.stderr:write(("fwx: unknown option %s\n"):format(opt), USAGE, "\n")
