@@ -1,22 +1,28 @@
 -- dispatch_fwx.lua: the fwx side of the dispatch micro-benchmark: notifications per
 -- second delivered by the fwx dispatcher to a Lua sink.
 --
---   lua5.4 bench/dispatch_fwx.lua post_chain|post_batch|timer_chain|timer_batch SECONDS
+--   lua5.4 bench/dispatch_fwx.lua post_chain|post_batch|timer_chain|timer_batch|
+--                                 message_chain|message_batch SECONDS
 --
 -- post_chain:  fw:PostTaskCompletion; each notification posts the next.
 -- post_batch:  BATCH tasks posted at once; the notification that ends a batch posts
 --              the next batch.
 -- timer_chain: fw:SetTimer(0, ...); each notification sets the next timer.
 -- timer_batch: BATCH zero timers set at once, as above.
+-- message_chain, message_batch: fw:PostTaskCompletion("m", true, 1), a message to this
+--              service's own worker inbox (what workers of fwx.serve post to each
+--              other: encoded, copied, woken through uv_async_send) to the handler
+--              fw:SetTaskHandler("m", sink) set; chained or in batches, as above.
 -- The rate is per second of process CPU time (os.clock), read once every CHECK_EVERY
 -- notifications; see dispatch_c.c and dispatch_luv.lua, which this mirrors.
 local fwx = require "fwx"
 
 local BATCH, CHECK_EVERY = 1000, 1024
 local variant, limit = arg[1], tonumber(arg[2])
-local kinds = { post_chain = true, post_batch = true, timer_chain = true, timer_batch = true }
+local kinds = { post_chain = true, post_batch = true, timer_chain = true, timer_batch = true,
+                message_chain = true, message_batch = true }
 assert(kinds[variant] and limit,
-       "usage: dispatch_fwx.lua post_chain|post_batch|timer_chain|timer_batch SECONDS")
+       "usage: dispatch_fwx.lua post_chain|post_batch|timer_chain|timer_batch|message_chain|message_batch SECONDS")
 
 local fw = fwx.new{}
 local clock = os.clock
@@ -37,6 +43,15 @@ if variant == "post_chain" then
   end
   start = clock()
   fw:PostTaskCompletion(sink, ud)
+elseif variant == "message_chain" then
+  local function sink()
+    count = count + 1
+    if count % CHECK_EVERY == 0 and time_is_up() then return fw:stop() end
+    fw:PostTaskCompletion("m", true, 1)
+  end
+  fw:SetTaskHandler("m", sink)
+  start = clock()
+  fw:PostTaskCompletion("m", true, 1)
 elseif variant == "timer_chain" then
   local function sink(ok, err, u)
     count = count + 1
@@ -52,6 +67,8 @@ else
   local function arm()
     if timer then
       for _ = 1, BATCH do fw:SetTimer(0, sink, ud) end
+    elseif variant == "message_batch" then
+      for _ = 1, BATCH do fw:PostTaskCompletion("m", true, 1) end
     else
       for _ = 1, BATCH do fw:PostTaskCompletion(sink, ud) end
     end
@@ -65,6 +82,7 @@ else
       arm()
     end
   end
+  if variant == "message_batch" then fw:SetTaskHandler("m", sink) end
   start = clock()
   arm()
 end

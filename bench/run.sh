@@ -187,7 +187,7 @@ group_servers() {
   case $1 in
     echo) echo "c luv fwx fwx_await" ;;
     proxy) echo "c luv fwx fwx_pump fwx_host fwx_host_lua fwx_host_t2" ;;
-    dispatch) echo "c luv fwx_post fwx_timer" ;;
+    dispatch) echo "c luv fwx_post fwx_timer fwx_message" ;;
     # luv first: its ratio is the one that says something. The C servers spend
     # almost all their time in the kernel, which callgrind does not count.
     ir_echo) echo "luv c fwx fwx_await" ;;
@@ -240,6 +240,7 @@ server_cmd() {
     dispatch:luv) CMD=("$LUA" bench/dispatch_luv.lua "$arg" "$DISPATCH_SECONDS") ;;
     dispatch:fwx_post) CMD=("${fwx_env[@]}" bench/dispatch_fwx.lua "post_$arg" "$DISPATCH_SECONDS") ;;
     dispatch:fwx_timer) CMD=("${fwx_env[@]}" bench/dispatch_fwx.lua "timer_$arg" "$DISPATCH_SECONDS") ;;
+    dispatch:fwx_message) CMD=("${fwx_env[@]}" bench/dispatch_fwx.lua "message_$arg" "$DISPATCH_SECONDS") ;;
     *) CMD=() ;;
   esac
 }
