@@ -388,7 +388,8 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
   if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
 }
 
-static int traceback(lua_State *L) {
+/* The message handler every handler runs under (and fwx.serve's workers' scripts). */
+int lfwx_traceback(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
   if (msg == NULL) {
     if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
@@ -576,7 +577,7 @@ int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_
    * binding, which has the class metatables as upvalues. */
   lua_getiuservalue(L, svidx, LFWX_UV_ANCHORS);
   tidx = lua_gettop(L);
-  lua_pushcfunction(L, traceback);
+  lua_pushcfunction(L, lfwx_traceback);
   msgh = tidx + 1;
   lua_rawgeti(L, lua_upvalueindex(LFWX_SERVICE), LFWX_SERVICE_META_ROUND);
   roundf = tidx + 2;

@@ -138,6 +138,7 @@ int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_
 enum { LFWX_SERVICE_META_ROUND = 1 };
 void lfwx_open_dispatch(lua_State *L);
 void lfwx_set_debug_gc(int on);
+int lfwx_traceback(lua_State *L); /* a message handler: the error with a traceback */
 
 /* ring.c. A start reserves room for its n values (0: none, take the anchor path), then
  * starts the operation, then pushes the n values on top of L's stack (cannot fail).

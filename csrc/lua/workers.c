@@ -149,11 +149,6 @@ int lfwx_set_task_handler(lua_State *L) {
 
 /* ---- fwx.serve ---- */
 
-static int traceback(lua_State *L) {
-  luaL_traceback(L, L, luaL_tolstring(L, 1, NULL), 1);
-  return 1;
-}
-
 static void set_package_path(lua_State *L, const char *field, const char *value) {
   if (value == NULL) return;
   lua_getglobal(L, "package");
@@ -229,7 +224,7 @@ static void worker_main(void *arg) {
     return;
   }
   luaL_openlibs(L);
-  lua_pushcfunction(L, traceback);
+  lua_pushcfunction(L, lfwx_traceback);
   lua_pushcfunction(L, worker_body);
   lua_pushlightuserdata(L, wk);
   if (lua_pcall(L, 1, 0, 1) != LUA_OK) {
