@@ -372,31 +372,34 @@ describe("the host", function()
       return out, wait_for(out, "127%.0%.0%.1:(%d+)")
     end
 
+    -- `fwx run FILTER ARGS --listen 127.0.0.1:0` in a child process, its output (and
+    -- then "exit=N") in a file. Returns the file, the port it listens on and its pid.
+    local function host_process(filter, args)
+      local out = os.tmpname()
+      os.execute(("(timeout 30 env %s bin/fwx run %s %s --listen 127.0.0.1:0; echo exit=$?) > %s 2>&1 &")
+        :format(H.lua_command(), filter, args, out))
+      local port = wait_for(out, "listening on 127%.0%.0%.1:(%d+)")
+      local pid = H.sh(("ss -ltnpH 'sport = :%s' | grep -o 'pid=[0-9]*' | head -1"):format(port))
+        :match("pid=(%d+)")
+      assert.truthy(pid, "no pid for the host")
+      return out, port, pid
+    end
+
     it("serves a filter file to nc, with --listen and --upstream", function()
       local up_out, up_port = echo_process()
-      local host_out = os.tmpname()
-      os.execute(("timeout 20 env %s bin/fwx run examples/filters/uppercase.lua --listen 127.0.0.1:0 --upstream 127.0.0.1:%s > %s 2>&1 & echo $! > %s.pid")
-        :format(H.lua_command(), up_port, host_out, host_out))
-      local port = wait_for(host_out, "listening on 127%.0%.0%.1:(%d+)")
+      local host_out, port, pid = host_process("examples/filters/uppercase.lua", "--upstream 127.0.0.1:" .. up_port)
       local got = H.sh(("printf 'through the host' | timeout 5 nc -N 127.0.0.1 %s"):format(port))
       local _, log = wait_for(host_out, "end=eof")
-      for _, out in ipairs({ up_out, host_out }) do
-        os.execute(("kill $(cat %s.pid) 2>/dev/null"):format(out))
-        os.remove(out); os.remove(out .. ".pid")
-      end
+      os.execute("kill " .. pid)
+      os.execute(("kill $(cat %s.pid) 2>/dev/null"):format(up_out))
+      for _, p in ipairs({ up_out, up_out .. ".pid", host_out }) do os.remove(p) end
       assert.equal("THROUGH THE HOST", got)
       assert.truthy(log:find("request=16 response=16 end=eof", 1, true), log)
     end)
 
     it("drains on SIGTERM: no new connections, the open one finishes, then it exits 0", function()
       local up_out, up_port = echo_process()
-      local host_out = os.tmpname()
-      os.execute(("(timeout 20 env %s bin/fwx run examples/filters/default.lua --listen 127.0.0.1:0 --upstream 127.0.0.1:%s; echo exit=$?) > %s 2>&1 &")
-        :format(H.lua_command(), up_port, host_out))
-      local port = wait_for(host_out, "listening on 127%.0%.0%.1:(%d+)")
-      local pid = H.sh(("ss -ltnpH 'sport = :%s' | grep -o 'pid=[0-9]*' | head -1"):format(port))
-        :match("pid=(%d+)")
-      assert.truthy(pid, "no pid for the host")
+      local host_out, port, pid = host_process("examples/filters/default.lua", "--upstream 127.0.0.1:" .. up_port)
       -- a connection that stays open across the signal: its client writes after it
       local nc_out = os.tmpname()
       os.execute(("((printf 'before '; sleep 1; printf 'after') | timeout 10 nc -N 127.0.0.1 %s > %s) &")
@@ -417,13 +420,9 @@ describe("the host", function()
 
     it("serves with --threads 2: both workers on one port, and SIGTERM drains them all", function()
       local up_out, up_port = echo_process()
-      local host_out = os.tmpname()
-      os.execute(("(timeout 30 env %s bin/fwx run examples/filters/uppercase.lua --threads 2 --listen 127.0.0.1:0 --upstream 127.0.0.1:%s; echo exit=$?) > %s 2>&1 &")
-        :format(H.lua_command(), up_port, host_out))
-      local port = wait_for(host_out, "listening on 127%.0%.0%.1:(%d+), upstream [^\n]*, 2 worker threads")
-      local pid = H.sh(("ss -ltnpH 'sport = :%s' | grep -o 'pid=[0-9]*' | head -1"):format(port))
-        :match("pid=(%d+)")
-      assert.truthy(pid, "no pid for the host")
+      local host_out, port, pid = host_process("examples/filters/uppercase.lua",
+        "--threads 2 --upstream 127.0.0.1:" .. up_port)
+      wait_for(host_out, "listening on [^\n]*, 2 worker threads")
       -- Both listening sockets are the host's: SO_REUSEPORT, one per worker.
       local listeners = H.sh(("ss -ltnpH 'sport = :%s' | grep -c 'pid=%s'"):format(port, pid))
       local replies = H.sh(("for i in $(seq 1 20); do printf \"client $i\" | timeout 5 nc -N 127.0.0.1 %s; echo; done")
