@@ -211,6 +211,15 @@ describe("fwx.serve", function()
     assert.are.equal(995, store.get("accept ended"))
   end)
 
+  it("refuses fw:run() in a worker's script, which would keep the next worker from starting", function()
+    local ok, err = serve(2, [[
+      done()
+      fw:run()
+    ]])
+    assert.is_nil(ok)
+    assert.matches("^worker 1: .*run%(%) in a worker's script: fwx.serve runs the service", err)
+  end)
+
   it("reports a script that cannot be loaded, and bad options", function()
     local ok, err = fwx.serve{ threads = 2, script = "/nonexistent/fwx-worker.lua" }
     assert.is_nil(ok)

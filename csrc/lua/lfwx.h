@@ -81,6 +81,8 @@ typedef struct lfwx_service {
   struct lfwx_block *block;
   fwx_workers_t *own_workers; /* workers.c: the group of one of a service outside serve */
   int running, stop, closing, closed;
+  int in_worker_script; /* fwx.serve runs the worker's script: run() would never let
+                           the next worker start, so it raises instead */
 } lfwx_service_t;
 
 /* A socket box is a tag and the core socket: every connection has one, so its service

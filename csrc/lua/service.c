@@ -76,6 +76,9 @@ static int l_run(lua_State *L) {
   int idle, stopped;
   lua_settop(L, 1);
   if (sv->running) return luaL_error(L, "run() is already running (called from a handler?)");
+  if (sv->in_worker_script)
+    return luaL_error(L, "run() in a worker's script: fwx.serve runs the service once the "
+                         "script has returned (and starts the next worker then)");
   sv->running = 1;
   sv->stop = 0;
   idle = lfwx_dispatch(L, sv, 1, 0, timeout < 0 ? -1 : (int64_t)timeout);

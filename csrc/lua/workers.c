@@ -208,7 +208,9 @@ static int worker_body(lua_State *L) {
     lua_remove(L, list);
     nargs += n;
   }
+  sv->in_worker_script = 1;
   lua_call(L, nargs, 0);
+  sv->in_worker_script = 0;
   script_returned(wk);
   call_method(L, fw, "run");
   call_method(L, fw, "Close");
