@@ -63,7 +63,7 @@ tsan: deps
 # The specs under valgrind's memcheck (slow: one pass, no GC pass).
 valgrind: deps
 	@$(MAKE) --no-print-directory all
-	$(DEV_ENV) FWX_SANITIZED=1 FWX_SPEC_TIMEOUT_MS=60000 valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+	$(DEV_ENV) FWX_SANITIZED=1 FWX_ALLOC_CACHE=0 FWX_SPEC_TIMEOUT_MS=60000 valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
 	  -q $(LUA) $$(command -v busted) $(BUSTED_ARGS) spec
 
 # The host with the default filter: 127.0.0.1:7000 forwarded to an echo server on

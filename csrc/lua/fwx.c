@@ -153,6 +153,7 @@ __attribute__((visibility("default"))) int luaopen_fwx_core(lua_State *L) {
     {NULL, NULL}
   };
   int i;
+  lfwx_open_alloc(L);
   /* All metatables first: every function gets all of them as upvalues. */
   for (i = 1; i <= LFWX_NCLASSES; i++) {
     luaL_newmetatable(L, lfwx_class_names[i]);

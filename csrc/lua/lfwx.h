@@ -209,6 +209,9 @@ int lfwx_post_to_worker(lua_State *L);
 int lfwx_set_task_handler(lua_State *L);
 int lfwx_push_message(lua_State *L, const char *data, size_t len);
 
+/* alloc.c: the cache of small freed blocks in front of the state's allocator */
+void lfwx_open_alloc(lua_State *L);
+
 /* errors.c */
 int lfwx_open_errors(lua_State *L);
 
