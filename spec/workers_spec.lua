@@ -114,9 +114,16 @@ describe("fwx.serve", function()
   it("delivers every accepted post to a worker that shuts down meanwhile, and refuses later ones with 1062", function()
     assert.is_true(serve(2, [[
       if me == 1 then
-        fw:SetTaskHandler("n", function() store.incr("delivered") end)
-        -- Worker 1 ends soon, while worker 2 is posting to it as fast as it can.
-        fw:SetTimer(20, function() done() end)
+        -- Worker 1 ends 20 ms after the first message, while worker 2 is posting to it
+        -- as fast as it can (counted from the first, so a slow start cannot skip it).
+        local ending = false
+        fw:SetTaskHandler("n", function()
+          store.incr("delivered")
+          if not ending then
+            ending = true
+            fw:SetTimer(20, function() done() end)
+          end
+        end)
       else
         local function again()
           local ok, err, code = fw:PostTaskCompletion("n", true, 1)
