@@ -31,8 +31,22 @@ typedef struct alloc_cache {
   void *lists[SMALL_MAX + 1];     /* freed blocks by exact size, linked by first word */
 } alloc_cache_t;
 
+/* Give the state's allocator back every block the cache holds. */
+static void drain(alloc_cache_t *c) {
+  size_t n;
+  for (n = sizeof(void *); n <= SMALL_MAX; n++) {
+    while (c->lists[n] != NULL) {
+      void *b = c->lists[n];
+      c->lists[n] = *(void **)b;
+      c->f(c->ud, b, n, 0);
+    }
+  }
+  c->bytes = 0;
+}
+
 static void *cached_alloc(void *ud, void *p, size_t osize, size_t nsize) {
   alloc_cache_t *c = ud;
+  void *r;
   if (nsize == 0) {
     if (p != NULL && osize <= SMALL_MAX && osize >= sizeof(void *) &&
         c->bytes + osize <= CACHE_BYTES) {
@@ -50,22 +64,15 @@ static void *cached_alloc(void *ud, void *p, size_t osize, size_t nsize) {
     c->bytes -= nsize;
     return b;
   }
-  p = c->f(c->ud, p, osize, nsize);
-  if (p == NULL && c->bytes > 0) {
-    /* The allocator refused: give it back what the cache holds and try once more,
-     * before Lua's emergency collection does its part. */
-    size_t n;
-    for (n = sizeof(void *); n <= SMALL_MAX; n++) {
-      while (c->lists[n] != NULL) {
-        void *b = c->lists[n];
-        c->lists[n] = *(void **)b;
-        c->f(c->ud, b, n, 0);
-      }
-    }
-    c->bytes = 0;
-    p = c->f(c->ud, NULL, osize, nsize);
+  r = c->f(c->ud, p, osize, nsize);
+  if (r == NULL && c->bytes > 0) {
+    /* The allocator refused (a new block or a resize of p, which is still valid):
+     * give it back what the cache holds and ask once more, before Lua's emergency
+     * collection does its part. */
+    drain(c);
+    r = c->f(c->ud, p, osize, nsize);
   }
-  return p;
+  return r;
 }
 
 /* The sentinel's finaliser, at lua_close (it sits in the registry): the state gets
@@ -73,16 +80,9 @@ static void *cached_alloc(void *ud, void *p, size_t osize, size_t nsize) {
 static int uninstall(lua_State *L) {
   alloc_cache_t **box = lua_touserdata(L, 1), *c = *box;
   void *ud;
-  size_t n;
   if (c == NULL || lua_getallocf(L, &ud) != cached_alloc || ud != c) return 0;
   lua_setallocf(L, c->f, c->ud);
-  for (n = sizeof(void *); n <= SMALL_MAX; n++) {
-    while (c->lists[n] != NULL) {
-      void *b = c->lists[n];
-      c->lists[n] = *(void **)b;
-      c->f(c->ud, b, n, 0);
-    }
-  }
+  drain(c);
   c->f(c->ud, c, sizeof *c, 0);
   *box = NULL;
   return 0;
