@@ -114,14 +114,16 @@ describe("fwx.serve", function()
   it("delivers every accepted post to a worker that shuts down meanwhile, and refuses later ones with 1062", function()
     assert.is_true(serve(2, [[
       if me == 1 then
-        -- Worker 1 ends 20 ms after the first message, while worker 2 is posting to it
-        -- as fast as it can (counted from the first, so a slow start cannot skip it).
+        -- Worker 1 stops 20 ms after the first message, while worker 2 is posting to
+        -- it as fast as it can (counted from the first, so a slow start cannot skip
+        -- it). It stops with fw:stop(): a worker that messages keep arriving at never
+        -- goes idle, which is how a slow worker (TSan) would otherwise never end.
         local ending = false
         fw:SetTaskHandler("n", function()
           store.incr("delivered")
           if not ending then
             ending = true
-            fw:SetTimer(20, function() done() end)
+            fw:SetTimer(20, function() done(); fw:stop() end)
           end
         end)
       else
