@@ -326,6 +326,8 @@ describe("messages in one service (fwx.new{} is worker 1 of 1)", function()
       "bad argument #3 to 'PostTaskCompletion' (no worker 2 (there are 1))")
     assert.has_error(function() fw:PostTaskCompletion("t", 1, 1.5) end)
     assert.has_error(function() fw:SetTaskHandler("t", 42) end)
+    assert.has_error(function() fw:SetTaskHandler(42, print) end,
+      "bad argument #1 to 'SetTaskHandler' (string expected, got number)")
     assert.are.equal(0, fw:pending())
     assert.is_true(fw:run(H.TIMEOUT_MS))
     assert.are.same({}, errors)

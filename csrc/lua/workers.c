@@ -127,11 +127,11 @@ int lfwx_push_message(lua_State *L, const char *data, size_t len) {
 }
 
 /* fw:SetTaskHandler(name, sink): the handler messages named name are delivered to;
- * nil removes it. */
+ * nil removes it. The name must be a string, as a post's is: a number would be kept
+ * as a number key, which no message's name finds. */
 int lfwx_set_task_handler(lua_State *L) {
-  lfwx_service_t *sv = lfwx_check_service(L, 1);
-  (void)sv;
-  luaL_checkstring(L, 2);
+  lfwx_check_service(L, 1);
+  luaL_checktype(L, 2, LUA_TSTRING);
   lua_settop(L, 3);
   lfwx_check_sink(L, 3, "CompleteTask", 1);
   lua_getiuservalue(L, 1, LFWX_UV_OPTIONS);
