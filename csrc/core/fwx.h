@@ -328,8 +328,11 @@ void fwx_workers_free(fwx_workers_t *w);
 int fwx_workers_count(const fwx_workers_t *w);
 /* In the port's own thread, once: the port is worker id from now on. */
 int fwx_workers_attach(fwx_workers_t *w, int id, fwx_port_t *port);
-/* Thread-safe. from: the posting worker (1..count). */
-int fwx_workers_post(fwx_workers_t *w, int to, int from, const void *data, size_t len);
+/* Thread-safe. from: the posting worker (1..count). The message's bytes are head's
+ * then data's, copied once into it (a caller with a header of its own, such as the
+ * binding's handler name, needs no buffer to join them). */
+int fwx_workers_post(fwx_workers_t *w, int to, int from, const void *head, size_t hlen,
+                     const void *data, size_t dlen);
 /* Thread-safe: post each running worker a stop request (a message from worker 0). */
 void fwx_workers_stop(fwx_workers_t *w);
 fwx_workers_t *fwx_port_workers(const fwx_port_t *port); /* or NULL */

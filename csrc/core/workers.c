@@ -175,17 +175,20 @@ void fwx__workers_detach(fwx_port_t *port) {
   enqueue_messages(port, list);
 }
 
-static int post(fwx_workers_t *w, int to, int from, const void *data, size_t len) {
+static int post(fwx_workers_t *w, int to, int from, const void *head, size_t hlen,
+                const void *data, size_t dlen) {
   fwx__inbox_t *in;
   fwx__message_t *m;
+  size_t len = hlen + dlen;
   if (to < 1 || to > w->count) return FWX_EINVAL;
-  if (len > FWX__INBOX_MAX) return UV_ENOBUFS;
+  if (hlen > FWX__INBOX_MAX || dlen > FWX__INBOX_MAX - hlen) return UV_ENOBUFS;
   m = malloc(sizeof *m + len);
   if (m == NULL) return UV_ENOMEM;
   m->group = w;
   m->to = to;
   m->len = len;
-  if (len > 0) memcpy(m->data, data, len);
+  if (hlen > 0) memcpy(m->data, head, hlen);
+  if (dlen > 0) memcpy(m->data + hlen, data, dlen);
   m->op.next = NULL;
   m->op.key = (uintptr_t)from;
   in = &w->inbox[to];
@@ -208,14 +211,15 @@ static int post(fwx_workers_t *w, int to, int from, const void *data, size_t len
   return 0;
 }
 
-int fwx_workers_post(fwx_workers_t *w, int to, int from, const void *data, size_t len) {
+int fwx_workers_post(fwx_workers_t *w, int to, int from, const void *head, size_t hlen,
+                     const void *data, size_t dlen) {
   if (from < 1 || from > w->count) return FWX_EINVAL;
-  return post(w, to, from, data, len);
+  return post(w, to, from, head, hlen, data, dlen);
 }
 
 void fwx_workers_stop(fwx_workers_t *w) {
   int i;
-  for (i = 1; i <= w->count; i++) post(w, i, 0, NULL, 0); /* refused where stopped */
+  for (i = 1; i <= w->count; i++) post(w, i, 0, NULL, 0, NULL, 0); /* refused where stopped */
 }
 
 void fwx__message_release(const char *data) {

@@ -70,21 +70,6 @@ static fwx_workers_t *group_of(lua_State *L, lfwx_service_t *sv) {
   return w;
 }
 
-/* A message's bytes: the task handler's name, a NUL, then the encoded value. */
-static void push_payload(lua_State *L, int name_idx, int value_idx) {
-  size_t n;
-  const char *name = lua_tolstring(L, name_idx, &n);
-  luaL_Buffer b;
-  lfwx_encode(L, value_idx);
-  luaL_buffinit(L, &b);
-  luaL_addlstring(&b, name, n);
-  luaL_addchar(&b, '\0');
-  lua_pushvalue(L, -2);
-  luaL_addvalue(&b);
-  luaL_pushresult(&b);
-  lua_remove(L, -2);
-}
-
 /* fw:PostTaskCompletion(name, value, worker): true, or nil, message, code when the
  * worker has stopped (1062) or its inbox is full (1450). The value is encoded before
  * anything is posted: one that cannot cross raises, and nothing is sent. */
@@ -92,8 +77,8 @@ int lfwx_post_to_worker(lua_State *L) {
   lfwx_service_t *sv = lfwx_check_service(L, 1);
   lua_Integer to = luaL_checkinteger(L, 4);
   fwx_workers_t *w;
-  const char *payload;
-  size_t n;
+  const char *name, *value;
+  size_t n, vlen;
   int r;
   if (sv->closing || sv->closed) return luaL_error(L, "service is closed");
   if (lua_type(L, 2) != LUA_TSTRING || memchr(lua_tostring(L, 2), '\0', lua_rawlen(L, 2)))
@@ -103,9 +88,12 @@ int lfwx_post_to_worker(lua_State *L) {
   if (to < 1 || to > fwx_workers_count(w))
     return luaL_argerror(L, 4, lua_pushfstring(L, "no worker %d (there are %d)", (int)to,
                                                fwx_workers_count(w)));
-  push_payload(L, 2, 3);
-  payload = lua_tolstring(L, -1, &n);
-  r = fwx_workers_post(w, (int)to, fwx_port_worker_id(sv->port), payload, n);
+  /* A message's bytes: the handler's name with the NUL every Lua string ends in, then
+   * the encoded value. */
+  lfwx_encode(L, 3);
+  value = lua_tolstring(L, -1, &vlen);
+  name = lua_tolstring(L, 2, &n);
+  r = fwx_workers_post(w, (int)to, fwx_port_worker_id(sv->port), name, n + 1, value, vlen);
   if (r == FWX_ECLOSED) {
     lua_pushnil(L);
     lua_pushfstring(L, "worker %d has stopped", (int)to);
