@@ -40,7 +40,7 @@ build = {
         "csrc/core/udp.c", "csrc/core/workers.c",
         "csrc/lua/address.c", "csrc/lua/alloc.c", "csrc/lua/buffer.c", "csrc/lua/dispatch.c",
         "csrc/lua/fwx.c", "csrc/lua/handle.c", "csrc/lua/overlapped.c",
-        "csrc/lua/pump.c", "csrc/lua/received.c", "csrc/lua/resume.c", "csrc/lua/ring.c", "csrc/lua/service.c",
+        "csrc/lua/pump.c", "csrc/lua/received.c", "csrc/lua/relay.c", "csrc/lua/resume.c", "csrc/lua/ring.c", "csrc/lua/service.c",
         "csrc/lua/serialize.c", "csrc/lua/socket.c", "csrc/lua/store.c", "csrc/lua/timer.c",
         "csrc/lua/workers.c",
       },

@@ -184,7 +184,7 @@ describe("the host", function()
     assert.is_true(bad.reply == "" or bad.err ~= nil)
     finish(server, ust)
     assert.equal(1, #logs.errors)
-    assert.truthy(logs.errors[1]:find("on_data raised: a table returned", 1, true), logs.errors[1])
+    assert.truthy(logs.errors[1]:find("on_data raised: Pump filter returned a table for a request chunk", 1, true), logs.errors[1])
   end)
 
   it("refuses a connection on_accept answers false, without contacting the upstream", function()

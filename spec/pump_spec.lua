@@ -56,11 +56,17 @@ end
 
 -- ------------------------------------------------------------------ the proxy
 
+-- The pump under test: the core pump (FILTER nil) or the filtered pump, whose filter
+-- here lets every chunk through as it came. Set per describe block below.
+local FILTER = nil
+local function identity() end
+
 -- Accepts one client, connects to the upstream and pumps the two. The sink records
 -- every notification and closes both sockets (unless opts.keep). opts.before(a, b)
 -- runs just before Pump, opts.started(a, b) just after, opts.done(...) in the sink.
 local function pump_proxy(fw, up_port, opts)
   opts = opts or {}
+  local filter = opts.filter or FILTER
   local ls, port = listener(fw, opts.rcvbuf)
   local st = { calls = {} }
   local function sink(...)
@@ -75,7 +81,7 @@ local function pump_proxy(fw, up_port, opts)
     st.a, st.b = a, b
     if opts.before then opts.before(a, b) end
     fw:Pump(a, b, opts.object_sink and { CompletePump = function(_, ...) sink(...) end } or sink,
-            "pump-ud")
+            "pump-ud", filter)
     st.started = true
     if opts.started then opts.started(a, b) end
   end
@@ -168,6 +174,7 @@ end
 -- Runs the specs once with splice and once on the read/write path (what a kernel that
 -- refuses splice gets), where it matters.
 local function both_paths(name, fn)
+  if FILTER then return it(name, fn) end
   for _, path in ipairs{ "splice", "read/write" } do
     it(name .. " (" .. path .. ")", function()
       core._pump_use_splice(path == "splice")
@@ -178,15 +185,26 @@ local function both_paths(name, fn)
   end
 end
 
-describe("fw:Pump", function()
-  before_each(H.before)
-  after_each(H.after)
+-- What a running pump has pending: the core pump's one Pump operation, or the
+-- filtered pump's two receives (among the test's other ones).
+local function assert_pumping(fw)
+  local pending = fw:pending(true)
+  if FILTER then
+    assert.is_true(pending.Recv >= 2)
+    assert.is_nil(pending.Pump)
+  else
+    assert.equal(1, pending.Pump)
+  end
+end
+
+-- The cases every pump must pass, run for the core pump and for the filtered one.
+local function pump_cases()
 
   it("moves bytes both ways and notifies once: ok, 0, bytes each way, user data", function()
     local fw = H.new()
     local up_port, up = echo_server(fw)
     local port, st = pump_proxy(fw, up_port, {
-      started = function() assert.equal(1, fw:pending(true).Pump) end,
+      started = function() assert_pumping(fw) end,
     })
     local got
     client(fw, port, function(c)
@@ -446,41 +464,6 @@ describe("fw:Pump", function()
     assert.same({ false, E.ERROR_OPERATION_ABORTED }, client_end)
   end)
 
-  it("raises on Recv, Send, Shutdown and a second Pump of a pumped socket", function()
-    local fw = H.new()
-    local up_port = echo_server(fw)
-    local other_a, other_b
-    local port, st = pump_proxy(fw, up_port, {
-      started = function(a, b)
-        local anchored = fw:anchored()
-        H.raises("socket is being pumped", a.Recv, a, nil, function() end)
-        H.raises("socket is being pumped", b.Recv, b, fw:CreateBuffer(16), function() end)
-        H.raises("socket is being pumped", a.Send, a, "x")
-        H.raises("socket is being pumped", b.Send, b, "x", function() end)
-        H.raises("socket is being pumped", a.Shutdown, a)
-        H.raises("already being pumped", fw.Pump, fw, a, b, function() end)
-        H.raises("already being pumped", fw.Pump, fw, b, a, function() end)
-        H.raises("already being pumped", fw.Pump, fw, other_a, b, function() end)
-        assert.equal(anchored, fw:anchored())
-        assert.equal(1, fw:pending(true).Pump)
-      end,
-    })
-    -- A second connected pair for the cross-pump attempt, made first.
-    local ls2, port2 = H.listener(fw)
-    ls2:Accept(function(ok, err, l, s) assert(ok, err); l:Close(); other_a = s end)
-    client(fw, port2, function(s) other_b = s end)
-    H.run_until(fw, function() return other_a ~= nil and other_b ~= nil end)
-    client(fw, port, function(c)
-      c:Send("x")
-      c:Shutdown()
-      read_all(c, function() c:Close() end)
-    end)
-    H.run_until(fw, function() return #st.calls == 1 end)
-    other_a:Close(); other_b:Close()
-    H.run(fw)
-    assert.is_true((the_call(st)))
-  end)
-
   it("raises for what cannot be pumped: listening, unconnected, connecting, udp, closed, the same socket twice, another service's", function()
     local fw = H.new()
     local fw2 = H.new()
@@ -491,34 +474,34 @@ describe("fw:Pump", function()
     H.run_until(fw, function() return a ~= nil and connected end)
     local anchored = fw:anchored()
     local sink = function() end
-    H.raises("connected tcp", fw.Pump, fw, ls, a, sink)              -- listening
+    H.raises("connected tcp", fw.Pump, fw, ls, a, sink, nil, FILTER)              -- listening
     local fresh = fw:CreateNetworkSocket("tcp")
-    H.raises("connected tcp", fw.Pump, fw, a, fresh, sink)           -- never connected
+    H.raises("connected tcp", fw.Pump, fw, a, fresh, sink, nil, FILTER)           -- never connected
     local bound = fw:CreateNetworkSocket("tcp")
     assert(bound:Bind("127.0.0.1", 0))
-    H.raises("connected tcp", fw.Pump, fw, bound, a, sink)           -- bound, not connected
+    H.raises("connected tcp", fw.Pump, fw, bound, a, sink, nil, FILTER)           -- bound, not connected
     local connecting = fw:CreateNetworkSocket("tcp")
     local connect_result
     connecting:Connect("127.0.0.1", port, function(ok) connect_result = ok end)
-    H.raises("connected tcp", fw.Pump, fw, a, connecting, sink)      -- connect pending
+    H.raises("connected tcp", fw.Pump, fw, a, connecting, sink, nil, FILTER)      -- connect pending
     local udp = fw:CreateNetworkSocket("udp")
     assert(udp:Bind("127.0.0.1", 0))
-    H.raises("connected tcp", fw.Pump, fw, udp, a, sink)
-    H.raises("to itself", fw.Pump, fw, a, a, sink)
+    H.raises("connected tcp", fw.Pump, fw, udp, a, sink, nil, FILTER)
+    H.raises("to itself", fw.Pump, fw, a, a, sink, nil, FILTER)
     local other = fw2:CreateNetworkSocket("tcp")
-    H.raises("another service", fw.Pump, fw, a, other, sink)
-    H.raises("fwx.socket", fw.Pump, fw, a, "b", sink)
-    H.raises("sink must be", fw.Pump, fw, a, c, 42)
+    H.raises("another service", fw.Pump, fw, a, other, sink, nil, FILTER)
+    H.raises("fwx.socket", fw.Pump, fw, a, "b", sink, nil, FILTER)
+    H.raises("sink must be", fw.Pump, fw, a, c, 42, nil, FILTER)
     a:Recv(nil, function() end)
-    H.raises("Recv is pending", fw.Pump, fw, a, c, sink)
+    H.raises("Recv is pending", fw.Pump, fw, a, c, sink, nil, FILTER)
     fresh:Close()
-    H.raises("closed", fw.Pump, fw, fresh, c, sink)
+    H.raises("closed", fw.Pump, fw, fresh, c, sink, nil, FILTER)
     assert.equal(anchored + 2, fw:anchored()) -- the Recv and the Connect, nothing of Pump
     for _, s in ipairs{ a, c, ls, bound, connecting, udp, other } do s:Close() end
     H.run(fw)
     assert.is_not_nil(connect_result)
     fw2:Close()
-    H.raises("service is closed", fw2.Pump, fw2, a, c, sink)
+    H.raises("service is closed", fw2.Pump, fw2, a, c, sink, nil, FILTER)
   end)
 
   it("sends a chunk the socket already held before anything it reads later", function()
@@ -741,7 +724,7 @@ describe("fw:Pump", function()
       if st.started then break end
     end
     assert.is_true(st.started)
-    assert.equal(1, fw:pending(true).Pump)
+    assert_pumping(fw)
     fw, st, c = nil, nil, nil
     collectgarbage()
     collectgarbage()
@@ -764,5 +747,255 @@ describe("fw:Pump", function()
     H.run(fw)
     local ok, err, ab, ba = the_call(st)
     assert.same({ false, E.ERROR_NETNAME_DELETED, 0, 0 }, { ok, err, ab, ba })
+  end)
+end
+
+describe("fw:Pump", function()
+  before_each(function() FILTER = nil; H.before() end)
+  after_each(H.after)
+  FILTER = nil
+  pump_cases()
+
+  it("raises on Recv, Send, Shutdown and a second Pump of a pumped socket", function()
+    local fw = H.new()
+    local up_port = echo_server(fw)
+    local other_a, other_b
+    local port, st = pump_proxy(fw, up_port, {
+      started = function(a, b)
+        local anchored = fw:anchored()
+        H.raises("socket is being pumped", a.Recv, a, nil, function() end)
+        H.raises("socket is being pumped", b.Recv, b, fw:CreateBuffer(16), function() end)
+        H.raises("socket is being pumped", a.Send, a, "x")
+        H.raises("socket is being pumped", b.Send, b, "x", function() end)
+        H.raises("socket is being pumped", a.Shutdown, a)
+        H.raises("already being pumped", fw.Pump, fw, a, b, function() end)
+        H.raises("already being pumped", fw.Pump, fw, b, a, function() end)
+        H.raises("already being pumped", fw.Pump, fw, other_a, b, function() end)
+        assert.equal(anchored, fw:anchored())
+        assert.equal(1, fw:pending(true).Pump)
+      end,
+    })
+    -- A second connected pair for the cross-pump attempt, made first.
+    local ls2, port2 = H.listener(fw)
+    ls2:Accept(function(ok, err, l, s) assert(ok, err); l:Close(); other_a = s end)
+    client(fw, port2, function(s) other_b = s end)
+    H.run_until(fw, function() return other_a ~= nil and other_b ~= nil end)
+    client(fw, port, function(c)
+      c:Send("x")
+      c:Shutdown()
+      read_all(c, function() c:Close() end)
+    end)
+    H.run_until(fw, function() return #st.calls == 1 end)
+    other_a:Close(); other_b:Close()
+    H.run(fw)
+    assert.is_true((the_call(st)))
+  end)
+
+end)
+
+describe("fw:Pump with a filter (every chunk through it, here as it came)", function()
+  before_each(function() FILTER = identity; H.before() end)
+  after_each(function() FILTER = nil; H.after() end)
+  FILTER = identity
+  pump_cases()
+  FILTER = nil
+end)
+
+describe("fw:Pump's filter", function()
+  before_each(H.before)
+  after_each(H.after)
+
+  -- A proxy of one client through fw:Pump(a, b, sink, ud, filter) to an echo server.
+  -- Returns the proxy's port and its state (st.calls: the sink's notifications).
+  local function filtered_proxy(fw, filter, opts)
+    opts = opts or {}
+    opts.filter = filter
+    local up_port, up = echo_server(fw)
+    local port, st = pump_proxy(fw, up_port, opts)
+    return port, st, up
+  end
+
+  it("is called with the user data, the direction and the chunk; its result is what goes on", function()
+    local fw = H.new()
+    local seen, in_pump = {}, false
+    local port, st = filtered_proxy(fw, function(ud, direction, buf)
+      assert.is_false(in_pump, "the filter ran inside Pump")
+      assert.equal("pump-ud", ud)
+      local text = tostring(buf)
+      seen[#seen + 1] = direction .. ":" .. text
+      if direction == "request" then
+        if text == "drop me|" then return false end
+        if text == "as a buffer|" then
+          local b = fw:CreateBuffer(32)
+          b:Append("<buffer>|")
+          return b
+        end
+        return text:upper()
+      end
+      return nil -- the response as it came
+    end, {
+      before = function() in_pump = true end,
+      started = function() in_pump = false end,
+    })
+    local got = {}
+    client(fw, port, function(c)
+      -- One message at a time, each after the echo of the one before, so that every
+      -- message is a chunk of its own.
+      local messages, i = { "hello|", "drop me|", "as a buffer|", "bye|" }, 0
+      local function next_message()
+        i = i + 1
+        if messages[i] == nil then return c:Shutdown() end
+        c:Send(messages[i])
+        if messages[i] == "drop me|" then return next_message() end
+      end
+      local function on_recv(ok, _, buf)
+        if not ok or #buf == 0 then return c:Close() end
+        got[#got + 1] = tostring(buf)
+        next_message()
+        c:Recv(nil, on_recv)
+      end
+      c:Recv(nil, on_recv)
+      next_message()
+    end)
+    H.run(fw)
+    assert.same({ "HELLO|", "<buffer>|", "BYE|" }, got)
+    assert.same({ "request:hello|", "response:HELLO|", "request:drop me|", "request:as a buffer|",
+                  "response:<buffer>|", "request:bye|", "response:BYE|" }, seen)
+    local ok, err, ab, ba, ud = the_call(st)
+    -- The counts are the bytes the filter was given from each side.
+    assert.same({ true, 0, #"hello|drop me|as a buffer|bye|", #"HELLO|<buffer>|BYE|", "pump-ud" },
+                { ok, err, ab, ba, ud })
+  end)
+
+  it("a filter that raises fails its own pump with 1236, reported once; another pump goes on", function()
+    local reports = {}
+    local fw = H.new{ on_error = function(msg, object, operation)
+      reports[#reports + 1] = { msg = tostring(msg), object = object, operation = operation }
+    end }
+    local port1, bad = filtered_proxy(fw, function(_, _, buf)
+      if tostring(buf):find("boom", 1, true) then error("the filter broke on boom") end
+    end)
+    local port2, good = filtered_proxy(fw, function() end)
+    local replies = {}
+    for i, port in ipairs{ port1, port2 } do
+      client(fw, port, function(c)
+        c:Send("ping boom")
+        read_all(c, function(data) replies[i] = data; c:Close() end)
+        if i == 2 then c:Shutdown() end
+      end)
+    end
+    H.run(fw)
+    assert.equal(1, #reports)
+    assert.matches("the filter broke on boom", reports[1].msg)
+    assert.matches("stack traceback", reports[1].msg)
+    assert.equal(bad.a, reports[1].object) -- the socket the chunk came from
+    assert.equal("Pump", reports[1].operation)
+    local ok, err, ab, ba = the_call(bad)
+    assert.same({ false, 1236, 9, 0 }, { ok, err, ab, ba })
+    assert.equal("", replies[1])
+    assert.equal("ping boom", replies[2])
+    assert.same({ true, 0, 9, 9, "pump-ud" }, { the_call(good) })
+  end)
+
+  for _, case in ipairs{ { true, "boolean" }, { {}, "table" }, { 42, "number" } } do
+    it("a filter that returns a " .. case[2] .. " fails its pump with 1236 and a message naming it", function()
+      local reports = {}
+      local fw = H.new{ on_error = function(msg) reports[#reports + 1] = tostring(msg) end }
+      local port, st = filtered_proxy(fw, function() return case[1] end)
+      client(fw, port, function(c)
+        c:Send("x")
+        read_all(c, function() c:Close() end)
+      end)
+      H.run(fw)
+      assert.equal(1, #reports)
+      assert.matches("Pump filter returned a " .. case[2] .. " for a request chunk", reports[1], 1, true)
+      assert.same({ false, 1236, 1, 0, "pump-ud" }, { the_call(st) })
+    end)
+  end
+
+  for _, which in ipairs{ "a", "b" } do
+    it("closing socket " .. which .. " inside the filter ends the pump once with 995, and sends nothing more", function()
+      local fw = H.new()
+      local st
+      local up_port, up = echo_server(fw)
+      local port
+      port, st = pump_proxy(fw, up_port, { keep = true, done = function()
+        st.a:Close(); st.b:Close()
+      end, filter = function(_, _, buf)
+        if tostring(buf) == "close now" then st[which]:Close() end
+      end })
+      client(fw, port, function(c)
+        c:Send("close now")
+        read_all(c, function() c:Close() end)
+      end)
+      H.run(fw)
+      assert.same({ false, 995, 9, 0, "pump-ud" }, { the_call(st) })
+      assert.equal(0, up.received) -- the chunk the filter saw was not sent on
+    end)
+  end
+
+  it("fw:Close() inside the filter ends the pump once with 995", function()
+    local fw = H.new()
+    local port, st = filtered_proxy(fw, function() fw:Close() end)
+    client(fw, port, function(c)
+      c:Send("x")
+      c:Recv(nil, function() end)
+    end)
+    local idle, why = fw:run(H.TIMEOUT_MS)
+    assert.same({ false, "stopped" }, { idle, why })
+    assert.same({ false, 995, 1, 0, "pump-ud" }, { the_call(st) })
+  end)
+
+  it("may inject with Send on either socket; Recv and another Pump of them raise", function()
+    local fw = H.new()
+    local checked = false
+    local st
+    local port
+    port, st = filtered_proxy(fw, function(_, direction, buf)
+      if direction == "request" then
+        -- Bytes to the client first: they go out before the echo of this chunk.
+        st.a:Send("<injected>")
+        local anchored = fw:anchored()
+        H.raises("socket is being pumped", st.a.Recv, st.a, nil, function() end)
+        H.raises("socket is being pumped", st.b.Recv, st.b, fw:CreateBuffer(8), function() end)
+        H.raises("already being pumped", fw.Pump, fw, st.a, st.b, function() end)
+        H.raises("already being pumped", fw.Pump, fw, st.b, st.a, function() end, nil, function() end)
+        assert.equal(anchored, fw:anchored())
+        checked = true
+        return tostring(buf) .. "+"
+      end
+    end)
+    local got
+    client(fw, port, function(c)
+      c:Send("ask")
+      c:Shutdown()
+      read_all(c, function(data) got = data; c:Close() end)
+    end)
+    H.run(fw)
+    assert.is_true(checked)
+    assert.equal("<injected>ask+", got)
+    assert.same({ true, 0, 3, 4, "pump-ud" }, { the_call(st) })
+  end)
+
+  it("refuses a filter that is not a function, and starts nothing", function()
+    local fw = H.new()
+    local ls, port = H.listener(fw)
+    local a, c
+    ls:Accept(function(ok, err, _, s) assert(ok, err); a = s end)
+    client(fw, port, function(s) c = s end)
+    H.run_until(fw, function() return a ~= nil and c ~= nil end)
+    local anchored, pending = fw:anchored(), fw:pending()
+    H.raises("filter must be a function or nil", fw.Pump, fw, a, c, function() end, nil, "upper")
+    H.raises("filter must be a function or nil", fw.Pump, fw, a, c, function() end, nil, {})
+    assert.equal(anchored, fw:anchored())
+    assert.equal(pending, fw:pending())
+    -- Nothing of the refused pumps is left on the sockets: they receive as before.
+    c:Send("still mine")
+    local got
+    a:Recv(nil, function(ok, _, buf) got = ok and tostring(buf) end)
+    H.run_until(fw, function() return got ~= nil end)
+    assert.equal("still mine", got)
+    for _, s in ipairs{ a, c, ls } do s:Close() end
+    H.run(fw)
   end)
 end)

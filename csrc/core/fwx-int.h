@@ -197,6 +197,7 @@ struct fwx_socket {
   unsigned connected : 1;      /* accepted, or its connect succeeded: it can be pumped */
   unsigned pumping : 1;        /* conn->pump moves its bytes (pump.c) */
   unsigned owner_mark : 1;     /* fwx_socket_set_mark: the owner's own bit */
+  unsigned owner_owned : 1;    /* fwx_socket_set_owned: the owner's second bit */
 };
 
 typedef struct fwx__conn {

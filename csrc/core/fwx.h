@@ -194,6 +194,10 @@ uintptr_t fwx_socket_recv_key(const fwx_socket_t *s);
 /* One bit the socket's owner may use as it likes; the core never reads it. */
 int fwx_socket_mark(const fwx_socket_t *s);
 void fwx_socket_set_mark(fwx_socket_t *s, int on);
+/* A second such bit: the binding sets it while a pump of its own (a filtered pump)
+ * owns the socket's receives. The core never reads it either. */
+int fwx_socket_owned(const fwx_socket_t *s);
+void fwx_socket_set_owned(fwx_socket_t *s, int on);
 int fwx_socket_bind(fwx_socket_t *s, const struct sockaddr *addr);
 int fwx_socket_listen(fwx_socket_t *s, int backlog);
 int fwx_socket_accept(fwx_socket_t *s, uintptr_t key);
@@ -264,6 +268,9 @@ void fwx_lookup_free(struct addrinfo *result);
  * Misuse: FWX_ECLOSED, FWX_EINVAL (the same socket twice, or two ports), FWX_ESTATE
  * (not a connected TCP socket), FWX_EBUSY (a receive is pending on one of them). */
 int fwx_pump_start(fwx_socket_t *a, fwx_socket_t *b, uintptr_t key);
+/* What fwx_pump_start would refuse a and b with (FWX_ECLOSED, FWX_EINVAL, FWX_ESTATE,
+ * FWX_EPUMPING, FWX_EBUSY), or 0: for a caller that moves their bytes itself. */
+int fwx_pump_check(fwx_socket_t *a, fwx_socket_t *b);
 int fwx_socket_pumping(const fwx_socket_t *s);
 /* 0: pumps started from now on read and write through a buffer, as where splice(2) is
  * missing (that path also runs when the kernel refuses to splice a descriptor). For

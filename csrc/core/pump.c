@@ -486,6 +486,13 @@ static int sticky_error(const fwx_socket_t *s) {
   return 0;
 }
 
+int fwx_pump_check(fwx_socket_t *a, fwx_socket_t *b) {
+  int r;
+  if (a == b || fwx__socket_port(a) != fwx__socket_port(b)) return FWX_EINVAL;
+  if ((r = check_pumpable(a)) != 0) return r;
+  return check_pumpable(b);
+}
+
 int fwx_pump_start(fwx_socket_t *a, fwx_socket_t *b, uintptr_t key) {
   static char nothing;
   fwx_socket_t *s[2];
@@ -498,9 +505,7 @@ int fwx_pump_start(fwx_socket_t *a, fwx_socket_t *b, uintptr_t key) {
 
   s[0] = a;
   s[1] = b;
-  if (a == b || port != fwx__socket_port(b)) return FWX_EINVAL;
-  for (i = 0; i < 2; i++)
-    if ((r = check_pumpable(s[i])) != 0) return r;
+  if ((r = fwx_pump_check(a, b)) != 0) return r;
   /* A socket keeps its pump in its connect record, made now if it has none (an
    * accepted connection), so that idle connections do not pay for the pointer. */
   for (i = 0; i < 2; i++)

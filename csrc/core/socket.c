@@ -80,6 +80,8 @@ int fwx_socket_closed(const fwx_socket_t *s) { return s->closed; }
 uintptr_t fwx_socket_recv_key(const fwx_socket_t *s) { return s->recv_op.key; }
 int fwx_socket_mark(const fwx_socket_t *s) { return s->owner_mark; }
 void fwx_socket_set_mark(fwx_socket_t *s, int on) { s->owner_mark = on != 0; }
+int fwx_socket_owned(const fwx_socket_t *s) { return s->owner_owned; }
+void fwx_socket_set_owned(fwx_socket_t *s, int on) { s->owner_owned = on != 0; }
 
 int fwx_socket_fd(fwx_socket_t *s) {
   uv_os_fd_t fd;

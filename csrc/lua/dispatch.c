@@ -166,7 +166,7 @@ static const char *kind_name(fwx_op_kind_t kind) {
 
 /* The handler raised: the message (with its traceback) is on top. Hand it to the
  * service's on_error, or print it; either way the port goes on. objidx 0: no object. */
-static void report(lua_State *L, int svidx, int objidx, fwx_op_kind_t kind) {
+void lfwx_report(lua_State *L, int svidx, int objidx, fwx_op_kind_t kind) {
   int msg = lua_gettop(L);
   lua_getiuservalue(L, svidx, LFWX_UV_OPTIONS);
   if (lua_getfield(L, -1, "on_error") == LUA_TFUNCTION) {
@@ -382,7 +382,7 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
   if (kept)
     lua_call(L, nargs, 0);
   else if (lua_pcall(L, nargs, 0, msgh) != LUA_OK)
-    report(L, svidx, obj, kind);
+    lfwx_report(L, svidx, obj, kind);
   if (kept) let_go_unless_receiving(L, sv, svidx, obj);
   lua_settop(L, top);
   if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
@@ -431,7 +431,7 @@ static void deliver_due_timer(lua_State *L, lfwx_service_t *sv, int svidx, int m
   lua_pushboolean(L, c->ok);
   lua_pushinteger(L, c->error);
   lua_pushvalue(L, sink + 1);                 /* the user data */
-  if (lua_pcall(L, nargs, 0, msgh) != LUA_OK) report(L, svidx, timer, FWX_OP_TIMER);
+  if (lua_pcall(L, nargs, 0, msgh) != LUA_OK) lfwx_report(L, svidx, timer, FWX_OP_TIMER);
   lua_settop(L, timer - 1);
   if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
 }
@@ -457,7 +457,7 @@ static void deliver_message(lua_State *L, lfwx_service_t *sv, int svidx, int msg
   st = lua_pcall(L, 1, 2, msgh);               /* name, value */
   fwx_completion_release(c);
   if (st != LUA_OK) {
-    report(L, svidx, 0, FWX_OP_MESSAGE);
+    lfwx_report(L, svidx, 0, FWX_OP_MESSAGE);
     lua_settop(L, top);
     return;
   }
@@ -472,7 +472,7 @@ static void deliver_message(lua_State *L, lfwx_service_t *sv, int svidx, int msg
   if (lua_isnil(L, sink)) {
     lua_pushfstring(L, "no task handler named '%s' for a message from worker %d "
                        "(fw:SetTaskHandler)", lua_tostring(L, top + 1), from);
-    report(L, svidx, 0, FWX_OP_MESSAGE);
+    lfwx_report(L, svidx, 0, FWX_OP_MESSAGE);
   } else {
     if (lua_type(L, sink) == LUA_TFUNCTION) {
       lua_pushvalue(L, sink);
@@ -483,7 +483,7 @@ static void deliver_message(lua_State *L, lfwx_service_t *sv, int svidx, int msg
     }
     lua_pushvalue(L, top + 2);
     lua_pushinteger(L, from);
-    if (lua_pcall(L, nargs, 0, msgh) != LUA_OK) report(L, svidx, 0, FWX_OP_MESSAGE);
+    if (lua_pcall(L, nargs, 0, msgh) != LUA_OK) lfwx_report(L, svidx, 0, FWX_OP_MESSAGE);
   }
   lua_settop(L, top);
   if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
@@ -551,14 +551,14 @@ static void round_failed(lua_State *L, round_t *r, int svidx) {
   lfwx_socket_t *box;
   if (r->c.key == LFWX_RING_KEY || !LFWX_KEY_IS_KEPT(r->c.key) || r->kind == FWX_OP_NONE ||
       r->kind == FWX_OP_MESSAGE) {
-    report(L, svidx, 0, r->kind);
+    lfwx_report(L, svidx, 0, r->kind);
     return;
   }
   boxidx = push_kept(L, svidx, r->c.key);
   box = lfwx_testudata(L, boxidx, LFWX_SOCKET);
   if (box != NULL && (box->s == NULL || (void *)box->s != r->c.object)) box = NULL;
   lua_pushvalue(L, msg);
-  report(L, svidx, box != NULL ? boxidx : 0, r->kind);
+  lfwx_report(L, svidx, box != NULL ? boxidx : 0, r->kind);
   if (box != NULL) let_go_unless_receiving(L, r->sv, svidx, boxidx);
   lua_settop(L, msg - 1);
 }

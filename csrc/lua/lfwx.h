@@ -141,6 +141,9 @@ enum { LFWX_SERVICE_META_ROUND = 1 };
 void lfwx_open_dispatch(lua_State *L);
 void lfwx_set_debug_gc(int on);
 int lfwx_traceback(lua_State *L); /* a message handler: the error with a traceback */
+/* A handler raised, its message on top (popped): to the service's on_error, or to
+ * stderr. svidx the service box, objidx the object to name (0: none). */
+void lfwx_report(lua_State *L, int svidx, int objidx, fwx_op_kind_t kind);
 
 /* ring.c. A start reserves room for its n values (0: none, take the anchor path), then
  * starts the operation, then pushes the n values on top of L's stack (cannot fail).
@@ -156,6 +159,7 @@ void lfwx_ring_sweep(lfwx_service_t *sv);
 /* socket.c */
 int lfwx_open_socket(lua_State *L);
 void lfwx_push_socket(lua_State *L, fwx_socket_t *s, int svidx);
+int lfwx_recv_own(lua_State *L, int boxidx, lfwx_socket_t *box);
 
 /* buffer.c */
 int lfwx_open_buffer(lua_State *L);
@@ -191,6 +195,9 @@ void lfwx_open_resume(lua_State *L);
 /* pump.c */
 int lfwx_pump(lua_State *L);
 int lfwx_pump_use_splice(lua_State *L);
+
+/* relay.c: the filtered pump, fw:Pump with a filter (pump.c hands it over) */
+int lfwx_relay_start(lua_State *L, lfwx_service_t *sv);
 
 /* serialize.c: values that cross Lua states (the store, messages between workers).
  * lfwx_encode pushes a string encoding the value at idx (nil, booleans, integers,

@@ -14,23 +14,30 @@ static lfwx_socket_t *check_pumped(lua_State *L, int idx, lfwx_service_t *sv) {
   return box;
 }
 
-/* fw:Pump(a, b, sink, userdata) */
+/* fw:Pump(a, b, sink, userdata [, filter]): with a filter, the filtered pump
+ * (relay.c) */
 int lfwx_pump(lua_State *L) {
   lfwx_service_t *sv;
   lfwx_socket_t *a, *b;
   int slot, r, t;
-  lua_settop(L, 5);
+  lua_settop(L, 6);
   sv = lfwx_check_service(L, 1);
   if (sv->closing || sv->closed) return luaL_error(L, "service is closed");
   a = check_pumped(L, 2, sv);
   b = check_pumped(L, 3, sv);
   if (a->s == b->s) luaL_argerror(L, 3, "a socket cannot be pumped to itself");
   lfwx_check_sink(L, 4, "CompletePump", 0);
-  t = lfwx_push_anchors(L, 1);
-  slot = lfwx_anchor(L, sv, t, 2, 4, 5, 3);
-  r = fwx_pump_start(a->s, b->s, (uintptr_t)slot);
+  if (!lua_isnil(L, 6)) {
+    luaL_argcheck(L, lua_type(L, 6) == LUA_TFUNCTION, 6, "filter must be a function or nil");
+    r = lfwx_relay_start(L, sv);
+  } else {
+    if (fwx_socket_owned(a->s) || fwx_socket_owned(b->s)) return luaL_error(L, "Pump: a socket is already being pumped");
+    t = lfwx_push_anchors(L, 1);
+    slot = lfwx_anchor(L, sv, t, 2, 4, 5, 3);
+    r = fwx_pump_start(a->s, b->s, (uintptr_t)slot);
+    if (r != 0) lfwx_unanchor(L, sv, t, slot);
+  }
   if (r == 0) return 0;
-  lfwx_unanchor(L, sv, t, slot);
   switch (r) {
   case FWX_ESTATE:
     return luaL_error(L, "Pump: both sockets must be connected tcp sockets (accepted, or "

@@ -121,34 +121,23 @@ static int l_connect(lua_State *L) {
   return 0;
 }
 
-/* Recv(nil, sink, ud), the socket's own receive (arguments 1, 3 and, if has_ud, 4):
- * the sink and user data go into the socket's user values and the socket into a keep
- * slot. A receive already pending must not lose its values, so that misuse is refused
- * first. */
-static int recv_kept(lua_State *L, lfwx_socket_t *box, int has_ud) {
+/* Start the socket's own receive (the box at boxidx; its sink and user data already
+ * in its user values): from its own delivery it is still in its keep slot, and the key
+ * is that slot's; otherwise it takes a slot. Returns the core's result; on failure
+ * nothing is left behind (from a delivery, the delivery lets the slot go). */
+int lfwx_recv_own(lua_State *L, int boxidx, lfwx_socket_t *box) {
   lfwx_service_t *sv = service_of(box);
-  int slot, r, kidx, at;
+  int slot, r, kidx, at, top = lua_gettop(L);
   uintptr_t key;
-  if (sv->closing || sv->closed) return luaL_error(L, "service is closed");
-  if (fwx_socket_receiving(box->s)) return lfwx_raise(L, FWX_EBUSY, "socket");
-  lua_pushvalue(L, 3);
-  lua_setiuservalue(L, 1, LFWX_SOCKET_UV_SINK);
-  if (has_ud) lua_pushvalue(L, 4); else lua_pushnil(L);
-  lua_setiuservalue(L, 1, LFWX_SOCKET_UV_UD);
-  if (fwx_socket_mark(box->s)) {
-    /* Called from its own delivery: the socket is still in its keep slot. If the
-     * start fails, the delivery lets the slot go. */
-    key = fwx_socket_recv_key(box->s);
-    r = fwx_socket_recv(box->s, NULL, key);
-    return r != 0 ? lfwx_raise(L, r, "socket") : 0;
-  }
-  lua_getiuservalue(L, 1, LFWX_SOCKET_UV_SERVICE);
+  if (fwx_socket_mark(box->s)) return fwx_socket_recv(box->s, NULL, fwx_socket_recv_key(box->s));
+  boxidx = lua_absindex(L, boxidx);
+  lua_getiuservalue(L, boxidx, LFWX_SOCKET_UV_SERVICE);
   lua_getiuservalue(L, -1, LFWX_UV_KEEP);
   kidx = lua_gettop(L);
   slot = lfwx_slot_take(L, &sv->kept);
   at = lfwx_keep_chunk(L, kidx, slot);
   kidx = lua_gettop(L);
-  lua_pushvalue(L, 1);
+  lua_pushvalue(L, boxidx);
   lua_rawseti(L, kidx, at);
   key = (uintptr_t)slot << LFWX_A_WIDTH;
   r = fwx_socket_recv(box->s, NULL, key);
@@ -156,10 +145,28 @@ static int recv_kept(lua_State *L, lfwx_socket_t *box, int has_ud) {
     lua_pushnil(L);
     lua_rawseti(L, kidx, at);
     lfwx_slot_give(&sv->kept, slot);
-    return lfwx_raise(L, r, "socket");
+  } else {
+    fwx_socket_set_mark(box->s, 1);
   }
-  fwx_socket_set_mark(box->s, 1);
-  return 0;
+  lua_settop(L, top);
+  return r;
+}
+
+/* Recv(nil, sink, ud), the socket's own receive (arguments 1, 3 and, if has_ud, 4):
+ * the sink and user data go into the socket's user values and the socket into a keep
+ * slot. A receive already pending must not lose its values, so that misuse is refused
+ * first. */
+static int recv_kept(lua_State *L, lfwx_socket_t *box, int has_ud) {
+  lfwx_service_t *sv = service_of(box);
+  int r;
+  if (sv->closing || sv->closed) return luaL_error(L, "service is closed");
+  if (fwx_socket_receiving(box->s)) return lfwx_raise(L, FWX_EBUSY, "socket");
+  lua_pushvalue(L, 3);
+  lua_setiuservalue(L, 1, LFWX_SOCKET_UV_SINK);
+  if (has_ud) lua_pushvalue(L, 4); else lua_pushnil(L);
+  lua_setiuservalue(L, 1, LFWX_SOCKET_UV_UD);
+  r = lfwx_recv_own(L, 1, box);
+  return r != 0 ? lfwx_raise(L, r, "socket") : 0;
 }
 
 static int l_recv(lua_State *L) {
@@ -174,6 +181,8 @@ static int l_recv(lua_State *L) {
   box = check_box(L, 1);
   buf = opt_buffer(L, 2);
   if (lua_type(L, 3) != LUA_TFUNCTION) lfwx_check_sink(L, 3, "CompleteAsyncIO", 0);
+  /* A filtered pump (relay.c) receives on it: a Recv would take its bytes. */
+  if (fwx_socket_owned(box->s)) return lfwx_raise(L, FWX_EPUMPING, "socket");
   if (buf == NULL) return recv_kept(L, box, n != 3);
   lua_settop(L, 4);
   {

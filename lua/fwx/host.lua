@@ -27,7 +27,6 @@ local fwx = require "fwx"
 
 local M = {}
 
-local HIGH_WATER = 64 * 1024
 local ERROR_OPERATION_ABORTED = 995
 local DIRECTIONS = { request = true, response = true }
 
@@ -198,7 +197,6 @@ function M.start(filter, fw)
   server.shutdown_timeout_ms = f.shutdown_timeout_ms
   server.address = ls:GetSockName()
   local upstream_name = ("%s:%d"):format(f.upstream_host, f.upstream_port)
-  local buffer_meta = getmetatable(fw:CreateBuffer(0))
 
   -- Run a filter function protected; a raise is reported: returns ok, and the
   -- function's first result.
@@ -229,17 +227,15 @@ function M.start(filter, fw)
     local upstream = fw:CreateNetworkSocket("tcp")
     conn._client, conn._upstream = client, upstream
     conn_of[client], conn_of[upstream] = conn, conn
-    local ended = 0 -- directions that reached their end of stream
     server.connections = server.connections + 1
     open[conn] = true
 
-    local function finish(reason, err)
-      if conn.closed then return end
-      conn.closed = true
+    -- The pump's counts come with its notification, which closing the sockets
+    -- brings: a connection ended while it runs is told of and logged then.
+    local pumping, ending = false, nil
+
+    local function complete(reason, err)
       server.connections = server.connections - 1
-      open[conn] = nil
-      client:Close()
-      upstream:Close()
       local result = { reason = reason, error = err, request_bytes = conn.request_bytes,
                        response_bytes = conn.response_bytes }
       if f.on_close then call_filter(conn, "on_close", conn, result) end
@@ -250,69 +246,23 @@ function M.start(filter, fw)
       end
       if draining and server.connections == 0 then drained() end
     end
+
+    local function finish(reason, err)
+      if conn.closed then return end
+      conn.closed = true
+      open[conn] = nil
+      client:Close()
+      upstream:Close()
+      if pumping then
+        ending = { reason, err }
+      else
+        complete(reason, err)
+      end
+    end
     conn._close = finish
     function conn._failed(message) -- on_data raised (failing open catches it before)
       report(f, conn, "on_data", message)
       finish("filter error")
-    end
-
-    -- One direction through Lua: receive from src, filter, send to dst.
-    local function relay(src, dst, direction, counter)
-      local since_mark, marker_out, waiting = 0, false, false
-      local on_recv
-
-      local function on_marker(ok, err)
-        marker_out = false
-        if not ok then return finish("error", err) end
-        if waiting and not conn.closed then
-          waiting = false
-          src:Recv(nil, on_recv)
-        end
-      end
-
-      function on_recv(ok, err, buf)
-        if conn.closed then return end
-        if not ok then return finish("error", err) end
-        local n = #buf
-        if n == 0 then -- end of stream: pass it on once what came before is written
-          dst:Shutdown()
-          ended = ended + 1
-          if ended == 2 then finish("eof") end
-          return
-        end
-        conn[counter] = conn[counter] + n
-        local out = on_data(conn, direction, buf)
-        if conn.closed then return end -- the filter closed it
-        -- (#buf is a metamethod call, about 300 instructions: taken once)
-        if out == nil then
-          out = buf
-        elseif out == false then
-          n = 0
-        elseif type(out) == "string" or getmetatable(out) == buffer_meta then
-          n = #out
-        else
-          report(f, conn, "on_data", ("a %s returned (nil, false, a string or a buffer expected)")
-            :format(type(out)))
-          return finish("filter error")
-        end
-        if n > 0 then
-          since_mark = since_mark + n
-          if since_mark < HIGH_WATER then
-            dst:Send(out)
-          elseif not marker_out then
-            since_mark = 0
-            marker_out = true
-            dst:Send(out, on_marker)
-          else
-            dst:Send(out) -- a marker is out and another 64 KiB has gone: wait for it
-            waiting = true
-            return
-          end
-        end
-        src:Recv(nil, on_recv)
-      end
-
-      src:Recv(nil, on_recv)
     end
 
     if f.on_accept then
@@ -325,15 +275,15 @@ function M.start(filter, fw)
     upstream:Connect(f.upstream_host, f.upstream_port, function(ok, err)
       if conn.closed then return end
       if not ok then return finish("upstream", err) end
-      if on_data then
-        relay(client, upstream, "request", "request_bytes")
-        relay(upstream, client, "response", "response_bytes")
-      else
-        fw:Pump(client, upstream, function(pok, perr, up, down)
-          conn.request_bytes, conn.response_bytes = up, down
-          finish(pok and "eof" or "error", not pok and perr or nil)
-        end)
-      end
+      -- With on_data, the filtered pump: every chunk through on_data(conn,
+      -- direction, buf); without, the core pump.
+      pumping = true
+      fw:Pump(client, upstream, function(pok, perr, up, down)
+        pumping = false
+        conn.request_bytes, conn.response_bytes = up, down
+        if ending then return complete(ending[1], ending[2]) end
+        finish(pok and "eof" or "error", not pok and perr or nil)
+      end, conn, on_data)
     end)
   end
 
