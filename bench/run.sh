@@ -186,12 +186,12 @@ IR_WORKLOADS=(
 group_servers() {
   case $1 in
     echo) echo "c luv fwx fwx_await" ;;
-    proxy) echo "c luv fwx fwx_pump fwx_host fwx_host_lua fwx_host_t2" ;;
+    proxy) echo "c luv fwx fwx_pump fwx_filter fwx_host fwx_host_lua fwx_host_t2" ;;
     dispatch) echo "c luv fwx_post fwx_timer fwx_message" ;;
     # luv first: its ratio is the one that says something. The C servers spend
     # almost all their time in the kernel, which callgrind does not count.
     ir_echo) echo "luv c fwx fwx_await" ;;
-    ir_proxy) echo "luv c fwx" ;;
+    ir_proxy) echo "luv c fwx fwx_filter fwx_host_lua" ;;
     ir_dispatch) echo "luv c fwx_post fwx_timer" ;;
   esac
 }
@@ -204,7 +204,7 @@ missing_reason() {
       if [ -n "$FWX_MISSING" ]; then echo "$FWX_MISSING"; return; fi
       [ -n "$FWX_AWAIT_MISSING" ] && echo "$FWX_AWAIT_MISSING"
       return ;;
-    fwx_pump|fwx_host)
+    fwx_pump|fwx_filter|fwx_host)
       if [ -n "$FWX_MISSING" ]; then echo "$FWX_MISSING"; return; fi
       [ -n "$FWX_PUMP_MISSING" ] && echo "$FWX_PUMP_MISSING"
       return ;;
@@ -230,6 +230,7 @@ server_cmd() {
     proxy:luv) CMD=("$LUA" bench/luv_proxy.lua 0 127.0.0.1 "$arg") ;;
     proxy:fwx) CMD=("${fwx_env[@]}" bench/fwx_proxy.lua 0 127.0.0.1 "$arg") ;;
     proxy:fwx_pump) CMD=("${fwx_env[@]}" bench/fwx_pump_proxy.lua 0 127.0.0.1 "$arg") ;;
+    proxy:fwx_filter) CMD=("${fwx_env[@]}" bench/fwx_pump_proxy.lua 0 127.0.0.1 "$arg" filter) ;;
     proxy:fwx_host) CMD=("${fwx_env[@]}" bench/fwx_host_proxy.lua none 0 127.0.0.1 "$arg") ;;
     proxy:fwx_host_lua) CMD=("${fwx_env[@]}" bench/fwx_host_proxy.lua lua 0 127.0.0.1 "$arg") ;;
     # Both workers' threads run on the server's one CPU, as every server here does.
