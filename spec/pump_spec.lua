@@ -830,6 +830,10 @@ describe("fw:Pump's filter", function()
           b:Append("<buffer>|")
           return b
         end
+        if text == "cut|here" then
+          buf:SetDataSize(4) -- shortened in place, then passed on: "cut|"
+          return nil
+        end
         return text:upper()
       end
       return nil -- the response as it came
@@ -841,7 +845,7 @@ describe("fw:Pump's filter", function()
     client(fw, port, function(c)
       -- One message at a time, each after the echo of the one before, so that every
       -- message is a chunk of its own.
-      local messages, i = { "hello|", "drop me|", "as a buffer|", "bye|" }, 0
+      local messages, i = { "hello|", "drop me|", "as a buffer|", "cut|here", "bye|" }, 0
       local function next_message()
         i = i + 1
         if messages[i] == nil then return c:Shutdown() end
@@ -858,13 +862,14 @@ describe("fw:Pump's filter", function()
       next_message()
     end)
     H.run(fw)
-    assert.same({ "HELLO|", "<buffer>|", "BYE|" }, got)
+    assert.same({ "HELLO|", "<buffer>|", "cut|", "BYE|" }, got)
     assert.same({ "request:hello|", "response:HELLO|", "request:drop me|", "request:as a buffer|",
-                  "response:<buffer>|", "request:bye|", "response:BYE|" }, seen)
+                  "response:<buffer>|", "request:cut|here", "response:cut|", "request:bye|",
+                  "response:BYE|" }, seen)
     local ok, err, ab, ba, ud = the_call(st)
     -- The counts are the bytes the filter was given from each side.
-    assert.same({ true, 0, #"hello|drop me|as a buffer|bye|", #"HELLO|<buffer>|BYE|", "pump-ud" },
-                { ok, err, ab, ba, ud })
+    assert.same({ true, 0, #"hello|drop me|as a buffer|cut|herebye|", #"HELLO|<buffer>|cut|BYE|",
+                  "pump-ud" }, { ok, err, ab, ba, ud })
   end)
 
   it("a filter that raises fails its own pump with 1236, reported once; another pump goes on", function()

@@ -226,9 +226,9 @@ static int relay_recv(lua_State *L) {
     return 0;
   }
   switch (lua_type(L, 5)) {
-  case LUA_TNIL:
+  case LUA_TNIL: /* the chunk, as the filter left it (it may have resized it) */
     data = fwx_buffer_data(b);
-    len = n;
+    len = fwx_buffer_size(b);
     break;
   case LUA_TSTRING:
     data = lua_tolstring(L, 5, &len);
