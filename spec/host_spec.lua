@@ -154,10 +154,15 @@ describe("the host", function()
     assert.is_true(close.reply == "" or close.err ~= nil)
     assert.same({}, ust.received)
     finish(server, ust)
-    local ends = {}
-    for _, l in ipairs(logs.access) do ends[#ends + 1] = l:match("end=(.*)$") end
+    local ends, closed_line = {}, nil
+    for _, l in ipairs(logs.access) do
+      ends[#ends + 1] = l:match("end=(.*)$")
+      if l:find("end=closed by the filter", 1, true) then closed_line = l end
+    end
     table.sort(ends)
     assert.same({ "closed by the filter", "eof", "eof" }, ends)
+    -- Logged once the pump's counts came: the 5 bytes on_data saw before closing.
+    assert.matches(" request=5 response=0 ", closed_line)
   end)
 
   it("forwards a buffer or a string on_data returns, and fails a connection on anything else", function()

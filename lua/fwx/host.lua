@@ -277,13 +277,13 @@ function M.start(filter, fw)
       if not ok then return finish("upstream", err) end
       -- With on_data, the filtered pump: every chunk through on_data(conn,
       -- direction, buf); without, the core pump.
-      pumping = true
       fw:Pump(client, upstream, function(pok, perr, up, down)
         pumping = false
         conn.request_bytes, conn.response_bytes = up, down
         if ending then return complete(ending[1], ending[2]) end
         finish(pok and "eof" or "error", not pok and perr or nil)
       end, conn, on_data)
+      pumping = true -- after the call: its notification never comes inside it
     end)
   end
 
