@@ -1004,3 +1004,39 @@ describe("fw:Pump's filter", function()
     H.run(fw)
   end)
 end)
+
+describe("fw:Pump's filter, its sink", function()
+  before_each(H.before)
+  after_each(H.after)
+
+  it("a sink that raises is reported once, as Pump's, and the service goes on", function()
+    local reports = {}
+    local fw = H.new{ on_error = function(msg, object, operation)
+      reports[#reports + 1] = { tostring(msg), object, operation }
+    end }
+    local up_port = echo_server(fw)
+    local st
+    local port
+    port, st = pump_proxy(fw, up_port, { filter = function() end, done = function()
+      error("the sink broke")
+    end })
+    local got
+    client(fw, port, function(c)
+      c:Send("x")
+      c:Shutdown()
+      read_all(c, function(data) got = data; c:Close() end)
+    end)
+    H.run(fw)
+    assert.equal("x", got)
+    assert.equal(1, #st.calls)
+    assert.equal(1, #reports)
+    assert.matches("the sink broke", reports[1][1])
+    assert.equal(st.a, reports[1][2])
+    assert.equal("Pump", reports[1][3])
+    -- The service still serves: a posted task runs.
+    local ran = false
+    fw:PostTaskCompletion(function() ran = true end)
+    H.run(fw)
+    assert.is_true(ran)
+  end)
+end)

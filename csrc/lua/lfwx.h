@@ -197,7 +197,7 @@ int lfwx_pump(lua_State *L);
 int lfwx_pump_use_splice(lua_State *L);
 
 /* relay.c: the filtered pump, fw:Pump with a filter (pump.c hands it over) */
-int lfwx_relay_start(lua_State *L, lfwx_service_t *sv);
+int lfwx_relay_start(lua_State *L);
 
 /* serialize.c: values that cross Lua states (the store, messages between workers).
  * lfwx_encode pushes a string encoding the value at idx (nil, booleans, integers,

@@ -29,9 +29,10 @@ int lfwx_pump(lua_State *L) {
   lfwx_check_sink(L, 4, "CompletePump", 0);
   if (!lua_isnil(L, 6)) {
     luaL_argcheck(L, lua_type(L, 6) == LUA_TFUNCTION, 6, "filter must be a function or nil");
-    r = lfwx_relay_start(L, sv);
+    r = lfwx_relay_start(L);
+  } else if (fwx_socket_owned(a->s) || fwx_socket_owned(b->s)) {
+    r = FWX_EPUMPING; /* a filtered pump's */
   } else {
-    if (fwx_socket_owned(a->s) || fwx_socket_owned(b->s)) return luaL_error(L, "Pump: a socket is already being pumped");
     t = lfwx_push_anchors(L, 1);
     slot = lfwx_anchor(L, sv, t, 2, 4, 5, 3);
     r = fwx_pump_start(a->s, b->s, (uintptr_t)slot);

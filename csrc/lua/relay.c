@@ -137,7 +137,7 @@ static int send_on(lua_State *L, relay_t *R, int ridx, int d, const char *data, 
   relay_dir_t *dir = &R->dir[d];
   fwx_socket_t *dst = R->s[1 - d];
   lfwx_service_t *sv;
-  int r, tidx, slot, box, wait = 0;
+  int r, tidx, slot, box;
 
   dir->since_mark += len;
   if (dir->since_mark < RELAY_HIGH_WATER)
@@ -164,7 +164,7 @@ static int send_on(lua_State *L, relay_t *R, int ridx, int d, const char *data, 
     dir->marker_out = 1;
   }
   lua_settop(L, box - 1);
-  return r != 0 ? r : wait;
+  return r;
 }
 
 /* A filter that failed: its message on top. Reported with the socket its chunk came
@@ -279,12 +279,11 @@ static int relay_marker(lua_State *L) {
  * (checked: open, of this service, not the same), 4 the sink (checked), 5 the user
  * data, 6 the filter (a function). Returns 0, or what the core pump would have
  * refused them with, for lfwx_pump to say. */
-int lfwx_relay_start(lua_State *L, lfwx_service_t *sv) {
+int lfwx_relay_start(lua_State *L) {
   static const char *const names[2] = { "request", "response" };
   lfwx_socket_t *box[2];
   relay_t *R;
   int i, r, ridx;
-  (void)sv;
   for (i = 0; i < 2; i++) box[i] = lua_touserdata(L, 2 + i);
   for (i = 0; i < 2; i++)
     if (fwx_socket_owned(box[i]->s)) return FWX_EPUMPING;
