@@ -59,6 +59,17 @@ describe("fwx.serve", function()
     assert.are.equal(1, fwx.worker_count())
   end)
 
+  it("runs a worker's collector in generational mode, as lua5.4 runs a script", function()
+    assert.is_true(serve(2, [[
+      -- Setting a mode returns the one before; setting it back leaves it as it was.
+      store.set("mode " .. me, collectgarbage("incremental"))
+      collectgarbage("generational")
+      done()
+    ]]))
+    assert.are.equal("generational", store.get("mode 1"))
+    assert.are.equal("generational", store.get("mode 2"))
+  end)
+
   it("starts scripts in worker order, each once the one before has returned", function()
     assert.is_true(serve(4, [[
       -- A script still running when the next began would see the log end otherwise.
