@@ -191,7 +191,7 @@ group_servers() {
     # luv first: its ratio is the one that says something. The C servers spend
     # almost all their time in the kernel, which callgrind does not count.
     ir_echo) echo "luv c fwx fwx_await" ;;
-    ir_proxy) echo "luv c fwx fwx_filter fwx_host_lua" ;;
+    ir_proxy) echo "luv c fwx fwx_filter fwx_host_lua fwx_host_t2" ;;
     ir_dispatch) echo "luv c fwx_post fwx_timer" ;;
   esac
 }
