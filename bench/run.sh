@@ -537,34 +537,39 @@ ir_run() {
 
 # ir_one WORKLOAD GROUP ARGS SERVER: instructions per operation from a run and one
 # twice as long: (I2 - I1) / (N2 - N1), so that what start-up and shutdown cost,
-# the same in both, cancels. Recorded as repetition 1.
+# the same in both, cancels. Recorded as repetition 1. A pair whose operation counts
+# are too close to subtract (the machine stalled the longer run: it happened to the
+# await echo once in a full run) is measured again, up to IR_ATTEMPTS pairs in all.
+IR_ATTEMPTS=3
 ir_one() {
-  local wl=$1 group=$2 args=$3 srv=$4 a b reason
+  local wl=$1 group=$2 args=$3 srv=$4 a b reason per attempt
   reason=$(missing_reason "${group#ir_}" "$srv")
   if [ -n "$reason" ]; then
     record_status 1 "$wl" "$srv" missing "$reason"
     return
   fi
-  if ! ir_run "$wl" "$group" "$args" "$srv" "$IR_SECONDS" "ir_${wl}_${srv}_1"; then
-    record_status 1 "$wl" "$srv" failed "callgrind run: $IR_ERR"
-    return
-  fi
-  a=$IR_OUT
-  if ! ir_run "$wl" "$group" "$args" "$srv" $((IR_SECONDS * 2)) "ir_${wl}_${srv}_2"; then
-    record_status 1 "$wl" "$srv" failed "callgrind run: $IR_ERR"
-    return
-  fi
-  b=$IR_OUT
-  local per
-  per=$(awk -v a="$a" -v b="$b" 'BEGIN {
-    split(a, x, " "); split(b, y, " ")
-    if (y[2] - x[2] < 0.2 * y[2] || y[1] <= x[1]) exit 1
-    printf "%.0f", (y[1] - x[1]) / (y[2] - x[2]) }') || {
-    record_status 1 "$wl" "$srv" failed "runs too alike to subtract: $a / $b"
-    return
-  }
-  echo "1,$wl,$srv,ok,ir_per_op,$per" >> "$CSV_TMP"
-  echo "  $wl $srv: $per instructions per operation ($a / $b)" >&2
+  for ((attempt = 1; attempt <= IR_ATTEMPTS; attempt++)); do
+    if ! ir_run "$wl" "$group" "$args" "$srv" "$IR_SECONDS" "ir_${wl}_${srv}_1"; then
+      record_status 1 "$wl" "$srv" failed "callgrind run: $IR_ERR"
+      return
+    fi
+    a=$IR_OUT
+    if ! ir_run "$wl" "$group" "$args" "$srv" $((IR_SECONDS * 2)) "ir_${wl}_${srv}_2"; then
+      record_status 1 "$wl" "$srv" failed "callgrind run: $IR_ERR"
+      return
+    fi
+    b=$IR_OUT
+    if per=$(awk -v a="$a" -v b="$b" 'BEGIN {
+      split(a, x, " "); split(b, y, " ")
+      if (y[2] - x[2] < 0.2 * y[2] || y[1] <= x[1]) exit 1
+      printf "%.0f", (y[1] - x[1]) / (y[2] - x[2]) }'); then
+      echo "1,$wl,$srv,ok,ir_per_op,$per" >> "$CSV_TMP"
+      echo "  $wl $srv: $per instructions per operation ($a / $b)" >&2
+      return
+    fi
+    echo "  $wl $srv: runs too alike to subtract ($a / $b), attempt $attempt of $IR_ATTEMPTS" >&2
+  done
+  record_status 1 "$wl" "$srv" failed "runs too alike to subtract, $IR_ATTEMPTS times: last $a / $b"
 }
 
 # --------------------------------------------------------------------- main
