@@ -695,5 +695,157 @@ describe("the await style", function()
       assert.equal("through the pump", got.client)
       assert.same({ true, 0, 16, 16 }, got.pump)
     end)
+
+    -- A proxy in three coroutines: an upstream that echoes, the pump (pump_call(fw,
+    -- a, b) returns what the awaited pump returned) and a client that sends `message`
+    -- then reads to the end. Returns the pump's results and what the client read.
+    local function proxied(fw, message, pump_call)
+      local up, up_port = listener(fw)
+      local front, front_port = listener(fw)
+      local got = {}
+      fw:spawn(function()
+        local _, _, s = up:accept()
+        up:Close()
+        repeat
+          local ok, _, buf = s:recv()
+          if ok and #buf > 0 then s:send(buf) end
+        until not ok or #buf == 0
+        s:Close()
+      end)
+      fw:spawn(function()
+        local _, _, a = front:accept()
+        front:Close()
+        local b = fw:CreateNetworkSocket("tcp")
+        assert(b:connect("127.0.0.1", up_port))
+        got.pump = table.pack(pump_call(fw, a, b))
+        a:Close(); b:Close()
+      end)
+      fw:spawn(function()
+        local c = fw:CreateNetworkSocket("tcp")
+        assert(c:connect("127.0.0.1", front_port))
+        c:send(message)
+        c:Shutdown()
+        local parts = {}
+        repeat
+          local ok, _, buf = c:recv()
+          if ok and #buf > 0 then parts[#parts + 1] = tostring(buf) end
+        until not ok or #buf == 0
+        got.client = table.concat(parts)
+        c:Close()
+      end)
+      return got
+    end
+
+    it("passes every chunk through filter(direction, buf), the callback style's less the user data", function()
+      local fw = H.new()
+      local seen = {}
+      local got = proxied(fw, "through the filter", function(_, a, b)
+        return fw:pump(a, b, function(...)
+          local direction, buf = ...
+          seen[#seen + 1] = { select("#", ...), direction, tostring(buf) }
+          if direction == "request" then return tostring(buf):upper() end
+          -- nil: the response goes on as it is
+        end, H.TIMEOUT_MS)
+      end)
+      H.run(fw)
+      assert.equal("THROUGH THE FILTER", got.client)
+      assert.same({ n = 4, true, 0, 18, 18 }, got.pump)
+      -- every chunk, with two arguments; the bytes may come in more than one chunk
+      local text = { request = {}, response = {} }
+      for _, v in ipairs(seen) do
+        assert.equal(2, v[1])
+        table.insert(text[v[2]], v[3])
+      end
+      assert.equal("through the filter", table.concat(text.request))
+      assert.equal("THROUGH THE FILTER", table.concat(text.response))
+    end)
+
+    it("a filter that raises ends its pump with 1236, reported once, and the coroutine goes on", function()
+      local fw, errors = H.collecting()
+      local got = proxied(fw, "boom", function(_, a, b)
+        return fw:pump(a, b, function() error("filter broke") end)
+      end)
+      assert.is_true(fw:run(H.TIMEOUT_MS))
+      -- the counts are the bytes the filter was given: the request's 4, then it raised
+      assert.same({ n = 4, false, E.ERROR_CONNECTION_ABORTED, 4, 0 }, got.pump)
+      assert.equal(1, #errors)
+      assert.truthy(errors[1]:find("filter broke", 1, true), errors[1])
+      for i = #errors, 1, -1 do errors[i] = nil end
+    end)
+
+    it("times out with a filter as without: false, 121, and both sockets closed", function()
+      for _, with_filter in ipairs({ false, true }) do
+        local fw = H.new()
+        local front, front_port = listener(fw)
+        local up, up_port = listener(fw)
+        local got = {}
+        fw:spawn(function() -- an upstream that accepts and waits for the end
+          local _, _, s = up:accept()
+          up:Close()
+          local ok, _, buf = s:recv()
+          got.upstream_ended = not ok or #buf == 0
+          s:Close()
+        end)
+        fw:spawn(function()
+          local _, _, a = front:accept()
+          front:Close()
+          local b = fw:CreateNetworkSocket("tcp")
+          assert(b:connect("127.0.0.1", up_port))
+          if with_filter then
+            got.pump = { fw:pump(a, b, function() end, 30) }
+          else
+            got.pump = { fw:pump(a, b, 30) }
+          end
+          got.closed = { pcall(a.Send, a, "x") }
+        end)
+        fw:spawn(function() -- a client that sends nothing and waits for the end
+          local c = fw:CreateNetworkSocket("tcp")
+          assert(c:connect("127.0.0.1", front_port))
+          local ok, _, buf = c:recv()
+          got.client_ended = not ok or #buf == 0
+          c:Close()
+        end)
+        H.run(fw)
+        assert.same({ false, E.ERROR_SEM_TIMEOUT, 0, 0 }, got.pump)
+        assert.is_false(got.closed[1])
+        assert.truthy(tostring(got.closed[2]):find("closed"), got.closed[2])
+        -- both peers saw their connection end (a reset or an end of stream)
+        assert.is_true(got.client_ended)
+        assert.is_true(got.upstream_ended)
+      end
+    end)
+
+    it("refuses a filter that is not a function and a bad timeout, starting nothing", function()
+      local fw = H.new()
+      local errs = {}
+      fw:spawn(function()
+        local a, b = fw:CreateNetworkSocket("tcp"), fw:CreateNetworkSocket("tcp")
+        for _, call in ipairs({
+          function() fw:pump(a, b, "upper") end,
+          function() fw:pump(a, b, 5, 5) end,
+          function() fw:pump(a, b, function() end, -1) end,
+          function() fw:pump(a, b, nil, -1) end,
+          function() fw:pump(a, b, -1) end,
+        }) do
+          local ok, err = pcall(call)
+          errs[#errs + 1] = not ok and err
+        end
+        assert.equal(0, fw:pending())
+        a:Close(); b:Close()
+      end)
+      H.run(fw)
+      local want = {
+        "bad argument #3 to 'pump' (function or timeout in ms expected, got string)",
+        "bad argument #3 to 'pump' (function or timeout in ms expected, got number)",
+        "bad argument #4 to 'pump' (timeout in ms expected, got -1)",
+        "bad argument #4 to 'pump' (timeout in ms expected, got -1)",
+        "bad argument #3 to 'pump' (timeout in ms expected, got -1)",
+      }
+      for i, w in ipairs(want) do
+        assert.truthy(errs[i], w)
+        assert.truthy(errs[i]:find("^spec/await_spec.lua:%d+: "), errs[i]) -- the caller's line
+        assert.truthy(errs[i]:find(w, 1, true), errs[i])
+      end
+    end)
   end)
 end)

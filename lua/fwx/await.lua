@@ -203,12 +203,32 @@ function M.install(methods)
     return yield(WAITING)
   end
 
-  --- fw:pump(a, b [, ms]) -> ok, err, bytes_a_to_b, bytes_b_to_a
-  function service:pump(a, b, ms)
+  --- fw:pump(a, b [, filter] [, ms]) -> ok, err, bytes_a_to_b, bytes_b_to_a
+  -- With a filter, the filtered pump: filter(direction, buf), the callback style's
+  -- filter less the user data, as an awaited call's results are the notification's
+  -- less it; it returns what that one does (nil, a string or buffer, false).
+  function service:pump(a, b, filter, ms)
     local co = current("fw:pump")
-    check_timeout(ms, 3, "pump")
+    local ms_arg = 4
+    if type(filter) ~= "function" then
+      if filter ~= nil then -- fw:pump(a, b, ms)
+        if ms ~= nil or type(filter) ~= "number" then
+          error(("bad argument #3 to 'pump' (function or timeout in ms expected, got %s)")
+            :format(type(filter)), 2)
+        end
+        ms, ms_arg = filter, 3
+      end
+      filter = nil
+    end
+    check_timeout(ms, ms_arg, "pump")
     local ud, st = userdata(co, ms, close_pair, { a, b })
-    begin("pump", nil, self.Pump, self, a, b, wake_pump, ud)
+    if filter == nil then
+      begin("pump", nil, self.Pump, self, a, b, wake_pump, ud)
+    else
+      -- One Lua call more per chunk than the callback style's filter.
+      local function relay(_, direction, buf) return filter(direction, buf) end
+      begin("pump", nil, self.Pump, self, a, b, wake_pump, ud, relay)
+    end
     return wait(self, ms, st)
   end
 
