@@ -408,10 +408,11 @@ for _, rows in ipairs{ top_rows, bot_rows } do
 end
 
 -- Servers that never produced a ratio are named in the title, so the chart does not
--- hide them.
+-- hide them. The instruction counts are not charted (their baseline is luv, and `c`
+-- one of their servers), so their servers are not looked for.
 local absent, absent_seen = {}, {}
 for _, wl in ipairs(workloads) do
-  for i = 2, #wl.servers do
+  for i = 2, wl.kind == "ir" and 1 or #wl.servers do
     local s = wl.servers[i]
     if not pos[s] and not absent_seen[s] then
       absent_seen[s] = true
