@@ -656,8 +656,10 @@ describe("the await style", function()
   end)
 
   describe("fw:pump", function()
-    it("awaits the core pump to the end of both directions", function()
-      local fw = H.new()
+    -- A proxy in three coroutines: an upstream that echoes, the pump (pump_call(fw,
+    -- a, b) returns what the awaited pump returned) and a client that sends `message`
+    -- then reads to the end. Returns the pump's results and what the client read.
+    local function proxied(fw, message, pump_call)
       local up, up_port = listener(fw)
       local front, front_port = listener(fw)
       local got = {}
@@ -675,52 +677,10 @@ describe("the await style", function()
         front:Close()
         local b = fw:CreateNetworkSocket("tcp")
         assert(b:connect("127.0.0.1", up_port))
-        got.pump = { fw:pump(a, b) }
-        a:Close(); b:Close()
-      end)
-      fw:spawn(function() -- the client
-        local c = fw:CreateNetworkSocket("tcp")
-        assert(c:connect("127.0.0.1", front_port))
-        c:send("through the pump")
-        c:Shutdown()
-        local parts = {}
-        repeat
-          local ok, _, buf = c:recv()
-          if ok and #buf > 0 then parts[#parts + 1] = tostring(buf) end
-        until not ok or #buf == 0
-        got.client = table.concat(parts)
-        c:Close()
-      end)
-      H.run(fw)
-      assert.equal("through the pump", got.client)
-      assert.same({ true, 0, 16, 16 }, got.pump)
-    end)
-
-    -- A proxy in three coroutines: an upstream that echoes, the pump (pump_call(fw,
-    -- a, b) returns what the awaited pump returned) and a client that sends `message`
-    -- then reads to the end. Returns the pump's results and what the client read.
-    local function proxied(fw, message, pump_call)
-      local up, up_port = listener(fw)
-      local front, front_port = listener(fw)
-      local got = {}
-      fw:spawn(function()
-        local _, _, s = up:accept()
-        up:Close()
-        repeat
-          local ok, _, buf = s:recv()
-          if ok and #buf > 0 then s:send(buf) end
-        until not ok or #buf == 0
-        s:Close()
-      end)
-      fw:spawn(function()
-        local _, _, a = front:accept()
-        front:Close()
-        local b = fw:CreateNetworkSocket("tcp")
-        assert(b:connect("127.0.0.1", up_port))
         got.pump = table.pack(pump_call(fw, a, b))
         a:Close(); b:Close()
       end)
-      fw:spawn(function()
+      fw:spawn(function() -- the client
         local c = fw:CreateNetworkSocket("tcp")
         assert(c:connect("127.0.0.1", front_port))
         c:send(message)
@@ -735,6 +695,14 @@ describe("the await style", function()
       end)
       return got
     end
+
+    it("awaits the core pump to the end of both directions", function()
+      local fw = H.new()
+      local got = proxied(fw, "through the pump", function(_, a, b) return fw:pump(a, b) end)
+      H.run(fw)
+      assert.equal("through the pump", got.client)
+      assert.same({ n = 4, true, 0, 16, 16 }, got.pump)
+    end)
 
     it("passes every chunk through filter(direction, buf), the callback style's less the user data", function()
       local fw = H.new()

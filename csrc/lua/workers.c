@@ -218,7 +218,7 @@ static void worker_main(void *arg) {
    * a worker's script then runs under the collector it runs under in `lua5.4`, and
    * the garbage of every message (buffers, their block objects) dies young and goes
    * in minor collections. luaL_newstate's incremental mode cost the host with
-   * threads = 2 and an identity filter 17% more instructions per proxied message
+   * threads = 2 and an identity filter 16% more instructions per proxied message
    * (callgrind: 6 800 against 5 860). A script that wants the other mode says so:
    * collectgarbage("incremental"). */
   lua_gc(L, LUA_GCGEN, 0, 0);

@@ -222,13 +222,9 @@ function M.install(methods)
     end
     check_timeout(ms, ms_arg, "pump")
     local ud, st = userdata(co, ms, close_pair, { a, b })
-    if filter == nil then
-      begin("pump", nil, self.Pump, self, a, b, wake_pump, ud)
-    else
-      -- One Lua call more per chunk than the callback style's filter.
-      local function relay(_, direction, buf) return filter(direction, buf) end
-      begin("pump", nil, self.Pump, self, a, b, wake_pump, ud, relay)
-    end
+    local relay -- one Lua call more per chunk than the callback style's filter
+    if filter ~= nil then relay = function(_, direction, buf) return filter(direction, buf) end end
+    begin("pump", nil, self.Pump, self, a, b, wake_pump, ud, relay)
     return wait(self, ms, st)
   end
 
