@@ -167,11 +167,11 @@ WORKLOADS=(
   "pp_c50_m4096|echo|pingpong 50 4096|echo ping-pong, 50 connections, 4096 B messages"
   "pp_c500_m64|echo|pingpong 500 64|echo ping-pong, 500 connections, 64 B messages"
   "pp_c500_m4096|echo|pingpong 500 4096|echo ping-pong, 500 connections, 4096 B messages"
-  "bulk|echo|bulk|echo bulk: one connection sends 64 KiB writes flat out, MB/s echoed back"
+  "bulk|echo|bulk|echo bulk: one connection sends 64 KiB chunks flat out, MB/s echoed back"
   "connrate|echo|connrate $CONNRATE_C|connection rate: connect, 64 B, echo, close; $CONNRATE_C in parallel"
   "idle|echo|idle $IDLE_CONNS|idle memory: $IDLE_CONNS idle connections held, server RSS growth per connection"
   "proxy_pp_c50_m64|proxy|pingpong 50 64|proxy to a C echo server, ping-pong, 50 connections, 64 B"
-  "proxy_bulk|proxy|bulksend|proxy to a sink, one direction: 64 KiB writes flat out, MB/s"
+  "proxy_bulk|proxy|bulksend|proxy to a sink, one direction: 64 KiB chunks flat out, MB/s"
   "dispatch_chain|dispatch|chain|dispatch: notifications per CPU second, each one starts the next"
   "dispatch_batch|dispatch|batch|dispatch: notifications per CPU second, 1000 started at once"
 )
