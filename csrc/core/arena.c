@@ -13,16 +13,20 @@
 /* Emptied blocks kept for reuse. A block this large is its own mmap, so freeing one
  * and allocating the next costs a page fault per 4 KiB read into it: at 500
  * connections x 4 KiB a poll fills 8 blocks, and faulting them in again every poll
- * took a quarter of the server's CPU. Kept blocks stay mapped (at most 4 MiB). */
+ * took a quarter of the server's CPU. Spare blocks stay mapped (at most 4 MiB). */
 #define FWX__ARENA_KEEP 16
 
 /* Blocks that received bytes handed out in place (fwx_completion_keep_data) may hold
  * at once. Such bytes live until their holder lets go (in Lua, until the collector
  * finalizes the buffer), and one of them keeps its whole block: past this many
- * blocks, receives are copied out instead, so held memory stays bounded (4 MiB)
- * whatever a program keeps. */
+ * blocks, receives are copied out instead, so held memory stays bounded (1 MiB)
+ * whatever a program keeps. Few, because reads go on into the blocks until they are
+ * given back, and what fits in the cache is read into and sent from faster: a Lua
+ * relay of bulk 64 KiB chunks took 18% less CPU per MB at 4 blocks than at 16 (the
+ * collector asked for them at the bound, csrc/lua/received.c; bench/, proxy to a
+ * sink, 8 interleaved runs). Echo at 500 x 4 KiB measured the same at 4, 8 and 16. */
 #ifndef FWX__ARENA_KEPT_BLOCKS
-#define FWX__ARENA_KEPT_BLOCKS 16
+#define FWX__ARENA_KEPT_BLOCKS 4
 #endif
 
 /* Bytes one poll may read into the arena. A poll reads every ready socket before any

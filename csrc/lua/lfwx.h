@@ -79,6 +79,9 @@ typedef struct lfwx_service {
   /* received.c: the block object of the arena block receives are now kept in, which
    * user value LFWX_UV_BLOCK holds */
   struct lfwx_block *block;
+  /* received.c: receives to copy before asking the collector for kept blocks again,
+   * and how many the last futile ask made it */
+  unsigned reclaim_wait, reclaim_backoff;
   fwx_workers_t *own_workers; /* workers.c: the group of one of a service outside serve */
   int running, stop, closing, closed;
   int in_worker_script; /* fwx.serve runs the worker's script: run() would never let

@@ -11,10 +11,11 @@
  *
  * The service holds the block object of the block receives now go into; when they
  * move on to another block the old object is left to the buffers. The core bounds the
- * blocks held this way (a buffer kept for long keeps its block); past that, receives
- * are copied, which adds debt and so makes the collector free the blocks. (Telling
- * the collector of a share of the kept bytes as debt instead, with lua_gc, made it
- * run more often than that and cost 10% more per message.) */
+ * blocks held this way (a buffer kept for long keeps its block). At the bound the
+ * collector is asked for them (reclaim_blocks); only when that frees none are
+ * receives copied, which adds debt and so makes the collector free the blocks in
+ * time. (Telling the collector of a share of the kept bytes as debt instead, with
+ * lua_gc, made it run more often than that and cost 10% more per message.) */
 #include "lfwx.h"
 
 /* Receives shorter than this are copied: the bookkeeping is a larger share of a short
@@ -68,6 +69,36 @@ int lfwx_arena_stats(lua_State *L) {
   return 3;
 }
 
+/* The kept blocks are at their bound: ask the collector for the buffers that hold
+ * them before copying this receive, and say whether it may be kept now. Kept bytes add
+ * no debt, so the collector would not run for them: at the bound, receives were copied
+ * until the copies' debt made it run, and meanwhile reads went on into blocks that
+ * were no longer in the cache (the reads and the sends' copies in the kernel were the
+ * dearer part, beside a C server's hot buffer). In generational mode one step is a
+ * young collection, which finds the buffers of an echo or a relay dead. An ask that
+ * frees nothing (a program holds the buffers, or the collector is incremental and in
+ * the middle of a cycle) is not repeated for the next 16 receives, then 32, up to
+ * 1024; a collector the program stopped is left alone. */
+#define RECLAIM_BACKOFF_FIRST 16
+#define RECLAIM_BACKOFF_MAX 1024
+static int reclaim_blocks(lua_State *L, lfwx_service_t *sv, const char *data) {
+  if (sv->reclaim_wait > 0) {
+    sv->reclaim_wait--;
+    return 0;
+  }
+  if (!lua_gc(L, LUA_GCISRUNNING)) return 0;
+  lua_gc(L, LUA_GCSTEP, 0); /* may run finalizers: see lfwx_push_received */
+  if (fwx_data_may_keep(data)) {
+    sv->reclaim_backoff = 0;
+    return 1;
+  }
+  sv->reclaim_backoff = sv->reclaim_backoff == 0 ? RECLAIM_BACKOFF_FIRST
+                        : sv->reclaim_backoff < RECLAIM_BACKOFF_MAX ? 2 * sv->reclaim_backoff
+                        : RECLAIM_BACKOFF_MAX;
+  sv->reclaim_wait = sv->reclaim_backoff;
+  return 0;
+}
+
 /* Push the buffer for a service receive's bytes. Every allocation comes before the
  * bytes are kept, so that an error cannot leave kept bytes without an owner. */
 void lfwx_push_received(lua_State *L, lfwx_service_t *sv, int svidx, fwx_completion_t *c) {
@@ -76,7 +107,7 @@ void lfwx_push_received(lua_State *L, lfwx_service_t *sv, int svidx, fwx_complet
   int fresh = 0;
   char *p;
 
-  if (c->bytes < LFWX_KEEP_MIN || !fwx_data_may_keep(data)) {
+  if (c->bytes < LFWX_KEEP_MIN || (!fwx_data_may_keep(data) && !reclaim_blocks(L, sv, data))) {
     lfwx_push_buffer(L, data, c->bytes, c->bytes, 0);
     return;
   }
