@@ -22,9 +22,10 @@
  * blocks, receives are copied out instead, so held memory stays bounded (1 MiB)
  * whatever a program keeps. Few, because reads go on into the blocks until they are
  * given back, and what fits in the cache is read into and sent from faster: a Lua
- * relay of bulk 64 KiB chunks took 18% less CPU per MB at 4 blocks than at 16 (the
- * collector asked for them at the bound, csrc/lua/received.c; bench/, proxy to a
- * sink, 8 interleaved runs). Echo at 500 x 4 KiB measured the same at 4, 8 and 16. */
+ * relay of bulk 64 KiB chunks took 7% to 18% less CPU per MB at 4 blocks than at 16
+ * (the collector asked for them at the bound, csrc/lua/received.c; bench/, proxy to a
+ * sink, medians of two series of 8 interleaved runs, the second in A B B A order).
+ * Echo at 500 x 4 KiB measured the same at 4, 8 and 16. */
 #ifndef FWX__ARENA_KEPT_BLOCKS
 #define FWX__ARENA_KEPT_BLOCKS 4
 #endif
