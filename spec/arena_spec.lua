@@ -198,6 +198,43 @@ describe("receive buffers kept in the arena", function()
     end)
   end)
 
+  it("keeps every byte right when a finalizer closes the service at the bound", function()
+    without_debug_gc(function()
+      collectgarbage("generational")
+      local fw = H.new()
+      local s, c = pair(fw)
+      local bufs, armed, closed_in_gc, got = {}, false, false, 0
+      local function on_recv(ok, err, b)
+        if not ok or #b == 0 then return end
+        bufs[#bufs + 1] = b -- held: at the bound the step gives no block back
+        got = got + #b
+        -- At the bound, drop a finalizable object: the step the next receive asks
+        -- for finds it, and the service closes in the middle of that delivery.
+        if not armed and core._arena_stats(fw) == KEPT_MAX then
+          armed = true
+          setmetatable({}, { __gc = function() closed_in_gc = true; fw:Close() end })
+        end
+        if not closed_in_gc then s:Recv(nil, on_recv) end
+      end
+      s:Recv(nil, on_recv)
+      for i = 0, 2047 do c:Send(pattern(14, i * 4096, 4096)) end
+      local ok, err = pcall(H.run_until, fw, function() return closed_in_gc end,
+                            math.max(20000, 10 * H.TIMEOUT_MS))
+      assert(ok or closed_in_gc, err)
+      assert.is_true(closed_in_gc)
+      fw, s, c = nil, nil, nil
+      collectgarbage(); collectgarbage()
+      local pos = 0
+      for _, b in ipairs(bufs) do
+        assert.equal(pattern(14, pos, #b), tostring(b), "bytes " .. pos .. " on")
+        pos = pos + #b
+      end
+      assert.equal(got, pos)
+      bufs = nil
+      collectgarbage(); collectgarbage() -- the last blocks go, and the port with them
+    end)
+  end)
+
   it("leaves a stopped collector alone at the bound, and copies", function()
     without_debug_gc(function()
       local fw = H.new()
