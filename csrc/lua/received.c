@@ -92,9 +92,8 @@ static int reclaim_blocks(lua_State *L, lfwx_service_t *sv, const char *data) {
     sv->reclaim_backoff = 0;
     return 1;
   }
-  sv->reclaim_backoff = sv->reclaim_backoff == 0 ? RECLAIM_BACKOFF_FIRST
-                        : sv->reclaim_backoff < RECLAIM_BACKOFF_MAX ? 2 * sv->reclaim_backoff
-                        : RECLAIM_BACKOFF_MAX;
+  sv->reclaim_backoff = sv->reclaim_backoff == 0 ? RECLAIM_BACKOFF_FIRST : 2 * sv->reclaim_backoff;
+  if (sv->reclaim_backoff > RECLAIM_BACKOFF_MAX) sv->reclaim_backoff = RECLAIM_BACKOFF_MAX;
   sv->reclaim_wait = sv->reclaim_backoff;
   return 0;
 }
