@@ -175,9 +175,14 @@ describe("receive buffers kept in the arena", function()
   -- notification ages each buffer into the old generation, which a young collection
   -- does not look at: these turn it off for their stream, which runs with the
   -- collector in generational mode (as lua5.4 and fwx.serve's workers run it).
+  -- fn(fw, s, c) gets a new service and a connected pair in it.
   local function without_debug_gc(fn)
     local mode = collectgarbage("generational")
-    local ok, err = pcall(function() core._debug_gc(false); fn() end)
+    local ok, err = pcall(function()
+      core._debug_gc(false)
+      local fw = H.new()
+      fn(fw, pair(fw))
+    end)
     core._debug_gc(os.getenv("FWX_DEBUG_GC") == "1")
     collectgarbage("restart")
     collectgarbage(mode)
@@ -185,9 +190,7 @@ describe("receive buffers kept in the arena", function()
   end
 
   it("asks the collector for the blocks of dropped buffers at the bound, instead of copying", function()
-    without_debug_gc(function()
-      local fw = H.new()
-      local s, c = pair(fw)
+    without_debug_gc(function(fw, s, c)
       local kept, copied = 0, 0
       stream(fw, s, c, 12, function(b)
         if is_kept(b) then kept = kept + 1 elseif #b >= 1024 then copied = copied + 1 end
@@ -200,9 +203,7 @@ describe("receive buffers kept in the arena", function()
   end)
 
   it("keeps every byte right when a finalizer closes the service at the bound", function()
-    without_debug_gc(function()
-      local fw = H.new()
-      local s, c = pair(fw)
+    without_debug_gc(function(fw, s, c)
       local bufs, armed, closed_in_gc, got = {}, false, false, 0
       local function on_recv(ok, err, b)
         if not ok or #b == 0 then return end
@@ -236,9 +237,7 @@ describe("receive buffers kept in the arena", function()
   end)
 
   it("leaves a stopped collector alone at the bound, and copies", function()
-    without_debug_gc(function()
-      local fw = H.new()
-      local s, c = pair(fw)
+    without_debug_gc(function(fw, s, c)
       local copied = 0
       collectgarbage("stop")
       stream(fw, s, c, 13, function(b) if not is_kept(b) then copied = copied + 1 end end)

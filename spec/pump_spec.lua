@@ -129,6 +129,19 @@ local function read_all(s, on_end)
   s:Recv(nil, on_recv)
 end
 
+-- A client that sends request, shuts its side down and reads to the end; runs fw
+-- (H.run, ms) and returns what it read.
+local function ask(fw, port, request, ms)
+  local got
+  client(fw, port, function(c)
+    c:Send(request)
+    c:Shutdown()
+    read_all(c, function(data) got = data; c:Close() end)
+  end)
+  H.run(fw, ms)
+  return got
+end
+
 -- A shell command in the background; returns a function giving its exit status once
 -- it has ended (nil before). LD_PRELOAD is cleared: `make asan` preloads the sanitizer
 -- runtime for lua5.4, and curl hangs under it.
@@ -559,13 +572,7 @@ local function pump_cases()
       end,
       started = function() up.release() end,
     })
-    local got
-    client(fw, port, function(c)
-      c:Send("from the client")
-      c:Shutdown()
-      read_all(c, function(data) got = data; c:Close() end)
-    end)
-    H.run(fw, LONG_MS)
+    local got = ask(fw, port, "from the client", LONG_MS)
     assert.is_true(banner_sent)
     assert.same({ true, 0 }, preamble_sent)
     -- The echo returns what the upstream got, in its order, after the banner.
@@ -970,13 +977,7 @@ describe("fw:Pump's filter", function()
         return tostring(buf) .. "+"
       end
     end)
-    local got
-    client(fw, port, function(c)
-      c:Send("ask")
-      c:Shutdown()
-      read_all(c, function(data) got = data; c:Close() end)
-    end)
-    H.run(fw)
+    local got = ask(fw, port, "ask")
     assert.is_true(checked)
     assert.equal("<injected>ask+", got)
     assert.same({ true, 0, 3, 4, "pump-ud" }, { the_call(st) })
@@ -1020,13 +1021,7 @@ describe("fw:Pump's filter, its sink", function()
     port, st = pump_proxy(fw, up_port, { filter = function() end, done = function()
       error("the sink broke")
     end })
-    local got
-    client(fw, port, function(c)
-      c:Send("x")
-      c:Shutdown()
-      read_all(c, function(data) got = data; c:Close() end)
-    end)
-    H.run(fw)
+    local got = ask(fw, port, "x")
     assert.equal("x", got)
     assert.equal(1, #st.calls)
     assert.equal(1, #reports)

@@ -27,11 +27,12 @@ int lfwx_pump(lua_State *L) {
   b = check_pumped(L, 3, sv);
   if (a->s == b->s) luaL_argerror(L, 3, "a socket cannot be pumped to itself");
   lfwx_check_sink(L, 4, "CompletePump", 0);
-  if (!lua_isnil(L, 6)) {
+  if (!lua_isnil(L, 6))
     luaL_argcheck(L, lua_type(L, 6) == LUA_TFUNCTION, 6, "filter must be a function or nil");
+  if (fwx_socket_owned(a->s) || fwx_socket_owned(b->s)) {
+    r = FWX_EPUMPING; /* a filtered pump's (the core checks its own) */
+  } else if (!lua_isnil(L, 6)) {
     r = lfwx_relay_start(L);
-  } else if (fwx_socket_owned(a->s) || fwx_socket_owned(b->s)) {
-    r = FWX_EPUMPING; /* a filtered pump's */
   } else {
     t = lfwx_push_anchors(L, 1);
     slot = lfwx_anchor(L, sv, t, 2, 4, 5, 3);

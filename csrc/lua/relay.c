@@ -276,17 +276,15 @@ static int relay_marker(lua_State *L) {
 }
 
 /* fw:Pump(a, b, sink, ud, filter), from lfwx_pump: 1 the service, 2 and 3 the sockets
- * (checked: open, of this service, not the same), 4 the sink (checked), 5 the user
- * data, 6 the filter (a function). Returns 0, or what the core pump would have
- * refused them with, for lfwx_pump to say. */
+ * (checked: open, of this service, not the same, not a filtered pump's), 4 the sink
+ * (checked), 5 the user data, 6 the filter (a function). Returns 0, or what the core
+ * pump would have refused them with, for lfwx_pump to say. */
 int lfwx_relay_start(lua_State *L) {
   static const char *const names[2] = { "request", "response" };
   lfwx_socket_t *box[2];
   relay_t *R;
   int i, r, ridx;
   for (i = 0; i < 2; i++) box[i] = lua_touserdata(L, 2 + i);
-  for (i = 0; i < 2; i++)
-    if (fwx_socket_owned(box[i]->s)) return FWX_EPUMPING;
   r = fwx_pump_check(box[0]->s, box[1]->s);
   if (r != 0) return r;
 
