@@ -163,6 +163,11 @@ void lfwx_ring_sweep(lfwx_service_t *sv);
 int lfwx_open_socket(lua_State *L);
 void lfwx_push_socket(lua_State *L, fwx_socket_t *s, int svidx);
 int lfwx_recv_own(lua_State *L, int boxidx, lfwx_socket_t *box);
+/* s:Recv(buffer_or_nil, sink, ud) and s:Send(data, sink, ud), the methods themselves:
+ * arguments at 1..4 of the calling function's frame (resume.c starts the await
+ * style's s:recv() and s:send() through them). */
+int lfwx_socket_recv(lua_State *L);
+int lfwx_socket_send(lua_State *L);
 
 /* buffer.c */
 int lfwx_open_buffer(lua_State *L);

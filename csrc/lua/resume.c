@@ -1,6 +1,8 @@
-/* resume.c: how the await style (lua/fwx/await.lua) resumes its coroutines, in C.
+/* resume.c: how the await style (lua/fwx/await.lua) waits and resumes its
+ * coroutines, in C.
  *
- * An awaited s:recv() or s:send() starts Recv/Send with this sink and the coroutine as
+ * An awaited s:recv() or s:send() (both started here too, below) starts Recv/Send with
+ * this sink and the coroutine as
  * the user data, then yields core.WAITING. The sink resumes the coroutine with the
  * notification's values less the coroutine: (ok, err, buffer, address). Written in C
  * because it runs twice per echoed message: as a Lua function calling
@@ -8,8 +10,8 @@
  * at 50 x 64 B: 11 363 instructions per message, 10 713 with this).
  *
  * Every other sink, and fw:spawn's start, resume through core.step(co, ...), so that
- * what a resume ends in is judged in one place. That decides the rest: the coroutine waits again (it yielded
- * WAITING: nothing to do), finished, or raised (raised again here with the
+ * what a resume ends in is judged in one place. That decides the rest: the coroutine
+ * waits again (it yielded WAITING: nothing to do), finished, or raised (raised again here with the
  * coroutine's traceback, so that the dispatcher reports it as a handler's error), or
  * yielded anything else (a misuse, reported: nothing will resume it). */
 #include "lfwx.h"
@@ -68,7 +70,86 @@ static int l_step(lua_State *L) {
   return resume_checked(L, co, n);
 }
 
-/* core.WAITING, core.wake_io and core.step, into the table on top. */
+/* ---- s:recv() and s:send(), started in C ----
+ *
+ * Every awaited echo calls both once a message. As Lua functions (a method of the
+ * socket class calling coroutine.running, two weak-table look-ups, then s:Recv or
+ * s:Send and coroutine.yield) they were about a quarter of that message's
+ * instructions: 10 540 a message against 8 061 for the same loop written with
+ * s:Recv(nil, core.wake_io, co) and coroutine.yield by hand (callgrind, awaited echo at
+ * 50 x 64 B). Here the method checks what the Lua one did, starts the callback style's
+ * operation by calling its C function on this frame, and yields WAITING from C: the
+ * resume's values are then returned to the caller as the call's results. An operation
+ * with a timeout goes to the Lua side (await.lua), which has the timer to manage.
+ *
+ * Upvalues: the class metatables (lfwx_setfuncs: the methods called here push
+ * objects), then these. */
+enum { UP_SPAWNED = LFWX_NCLASSES + 1, UP_TIMEOUTS, UP_TIMED, UP_COUNT = UP_TIMED };
+
+static int timed_done(lua_State *L, int status, lua_KContext base) {
+  (void)status;
+  return lua_gettop(L) - (int)base;
+}
+
+/* s:recv([buffer [, ms]]) or s:send(data [, ms]): stack (self, data, ms). */
+static int awaited_io(lua_State *L, int sending) {
+  const char *name = sending ? "send" : "recv";
+  int t;
+  lua_settop(L, 3);
+  /* A coroutine of fw:spawn's: the Lua side's table of them, keys weak. */
+  if (lua_pushthread(L) || lua_rawget(L, lua_upvalueindex(UP_SPAWNED)) == LUA_TNIL)
+    return luaL_error(L, "s:%s is the await style: call it inside fw:spawn(fn)", name);
+  lua_pop(L, 1);
+  t = lua_type(L, 3);
+  if (t == LUA_TNIL) {
+    lua_pushvalue(L, 1); /* the socket's s:settimeout(ms), if any */
+    lua_rawget(L, lua_upvalueindex(UP_TIMEOUTS));
+    lua_replace(L, 3);
+  } else if (t != LUA_TNUMBER || !(lua_tonumber(L, 3) >= 0)) { /* NaN fails too */
+    return luaL_error(L, "bad argument #2 to '%s' (timeout in ms expected, got %s)", name,
+                      t == LUA_TNUMBER ? luaL_tolstring(L, 3, NULL) : lua_typename(L, t));
+  }
+  if (!lua_isnil(L, 3)) {
+    /* timed(s, sending, data, ms): yields in Lua, under this call's continuation */
+    lua_pushvalue(L, lua_upvalueindex(UP_TIMED));
+    lua_insert(L, 1);
+    lua_pushboolean(L, sending);
+    lua_insert(L, 3);
+    lua_callk(L, 4, LUA_MULTRET, 0, timed_done);
+    return timed_done(L, LUA_OK, 0);
+  }
+  lua_settop(L, 2);
+  lua_pushcfunction(L, l_wake_io); /* the sink, and this coroutine its user data */
+  lua_pushthread(L);
+  if (sending)
+    lfwx_socket_send(L);
+  else
+    lfwx_socket_recv(L);
+  lua_settop(L, 0);
+  lua_pushlightuserdata(L, (void *)&waiting_token);
+  return lua_yield(L, 1);
+}
+
+static int l_awaited_recv(lua_State *L) { return awaited_io(L, 0); }
+static int l_awaited_send(lua_State *L) { return awaited_io(L, 1); }
+
+/* core.awaited_io(spawned, timeouts, timed) -> recv, send: the socket methods, over
+ * await.lua's tables and its function for the timed path. */
+static int l_awaited_io(lua_State *L) {
+  int i, f;
+  lua_CFunction fns[2] = { l_awaited_recv, l_awaited_send };
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  for (f = 0; f < 2; f++) {
+    for (i = 1; i <= LFWX_NCLASSES; i++) luaL_getmetatable(L, lfwx_class_names[i]);
+    for (i = 1; i <= 3; i++) lua_pushvalue(L, i);
+    lua_pushcclosure(L, fns[f], UP_COUNT);
+  }
+  return 2;
+}
+
+/* core.WAITING, core.wake_io, core.step and core.awaited_io, into the table on top. */
 void lfwx_open_resume(lua_State *L) {
   lua_pushlightuserdata(L, (void *)&waiting_token);
   lua_setfield(L, -2, "WAITING");
@@ -76,4 +157,6 @@ void lfwx_open_resume(lua_State *L) {
   lua_setfield(L, -2, "wake_io");
   lua_pushcfunction(L, l_step);
   lua_setfield(L, -2, "step");
+  lua_pushcfunction(L, l_awaited_io);
+  lua_setfield(L, -2, "awaited_io");
 }

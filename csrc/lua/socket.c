@@ -169,7 +169,7 @@ static int recv_kept(lua_State *L, lfwx_socket_t *box, int has_ud) {
   return r != 0 ? lfwx_raise(L, r, "socket") : 0;
 }
 
-static int l_recv(lua_State *L) {
+int lfwx_socket_recv(lua_State *L) {
   lfwx_socket_t *box;
   lfwx_service_t *sv;
   fwx_buffer_t *buf;
@@ -243,7 +243,7 @@ static int do_send(lua_State *L, const struct sockaddr *to, int sink_idx) {
 
 /* Send(data [, sink, ud]): no lua_settop, which cost a tenth of a sink-less Send to pad
  * two nils; do_send reads an absent sink as none. */
-static int l_send(lua_State *L) {
+int lfwx_socket_send(lua_State *L) {
   return do_send(L, NULL, 3);
 }
 
@@ -392,8 +392,8 @@ int lfwx_open_socket(lua_State *L) {
     {"Listen", l_listen},
     {"Accept", l_accept},
     {"Connect", l_connect},
-    {"Recv", l_recv},
-    {"Send", l_send},
+    {"Recv", lfwx_socket_recv},
+    {"Send", lfwx_socket_send},
     {"SendTo", l_sendto},
     {"Shutdown", l_shutdown},
     {"Close", l_close},

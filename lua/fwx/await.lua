@@ -254,41 +254,23 @@ function M.install(methods)
     return wait(spawned[co], ms, st)
   end
 
-  -- Recv and Send are every message's calls, so they are written out: no helper
-  -- calls, no state table without a timeout (each Lua call is about 250 instructions
-  -- of an awaited echo's 13 000 per message, callgrind). And they are called plainly:
-  -- begin's pcall would cost about 800 instructions a call. A misuse then raises where
-  -- it is found, in the callback style's name ('Recv', 'Send', same argument numbers);
-  -- the traceback has the caller's line.
-  local function timed_io(s, co, sending, arg, ms, cancel)
-    local st = userdata(co, ms, cancel, s)
-    if sending then s:Send(arg, wake_io_timed, st) else s:Recv(arg, wake_io_timed, st) end
+  -- s:recv([buffer [, ms]]) -> ok, err, buffer, address (UDP: the sender)
+  -- s:send(buffer_or_string [, ms]) -> ok, err, buffer
+  -- Every message's calls: the methods are C functions (csrc/lua/resume.c) that check
+  -- what the others check here, start s:Recv or s:Send with core.wake_io and the
+  -- coroutine, and yield WAITING themselves. A misuse of their arguments raises in
+  -- their own names ('recv', 'send'). With a timeout (their own or the socket's
+  -- s:settimeout) they call timed below, which starts the operation with a timer;
+  -- its misuse is raised again in the same names, at the caller's line (misuse's
+  -- level 4: timed is 2, the C method 3).
+  local function timed(s, sending, data, ms)
+    local co = running()
+    local st = userdata(co, ms, sending and close_abortive or cancel_io, s)
+    local ok, err = pcall(sending and s.Send or s.Recv, s, data, wake_io_timed, st)
+    if not ok then misuse(sending and "send" or "recv", nil, err) end
     return wait(spawned[co], ms, st)
   end
-
-  --- s:recv([buffer [, ms]]) -> ok, err, buffer, address (UDP: the sender)
-  function socket:recv(buffer, ms)
-    local co, main = running()
-    if main or spawned[co] == nil then not_spawned("s:recv") end
-    if ms == nil then ms = timeouts[self] else check_timeout(ms, 2, "recv") end
-    if ms == nil then
-      self:Recv(buffer, wake_io, co)
-      return yield(WAITING)
-    end
-    return timed_io(self, co, false, buffer, ms, cancel_io)
-  end
-
-  --- s:send(buffer_or_string [, ms]) -> ok, err, buffer
-  function socket:send(data, ms)
-    local co, main = running()
-    if main or spawned[co] == nil then not_spawned("s:send") end
-    if ms == nil then ms = timeouts[self] else check_timeout(ms, 2, "send") end
-    if ms == nil then
-      self:Send(data, wake_io, co)
-      return yield(WAITING)
-    end
-    return timed_io(self, co, true, data, ms, close_abortive)
-  end
+  socket.recv, socket.send = core.awaited_io(spawned, timeouts, timed)
 
   --- s:sendto(buffer_or_string, host, port [, ms]) -> ok, err, buffer
   function socket:sendto(data, host, port, ms)
