@@ -190,7 +190,7 @@ group_servers() {
     dispatch) echo "c luv fwx_post fwx_timer fwx_message" ;;
     # luv first: its ratio is the one that says something. The C servers spend
     # almost all their time in the kernel, which callgrind does not count.
-    ir_echo) echo "luv c fwx fwx_await" ;;
+    ir_echo) echo "luv c fwx fwx_await fwx_await_to" ;;
     ir_proxy) echo "luv c fwx fwx_filter fwx_host_lua fwx_host_t2" ;;
     ir_dispatch) echo "luv c fwx_post fwx_timer" ;;
   esac
@@ -200,7 +200,7 @@ group_servers() {
 missing_reason() {
   local group=$1 name=$2
   case $name in
-    fwx_await)
+    fwx_await|fwx_await_to)
       if [ -n "$FWX_MISSING" ]; then echo "$FWX_MISSING"; return; fi
       [ -n "$FWX_AWAIT_MISSING" ] && echo "$FWX_AWAIT_MISSING"
       return ;;
@@ -226,6 +226,8 @@ server_cmd() {
     echo:luv) CMD=("$LUA" bench/luv_echo.lua 0) ;;
     echo:fwx) CMD=("${fwx_env[@]}" bench/fwx_echo.lua 0) ;;
     echo:fwx_await) CMD=("${fwx_env[@]}" bench/fwx_echo_await.lua 0) ;;
+    # instruction counts only: s:settimeout(30000) on every connection
+    echo:fwx_await_to) CMD=("${fwx_env[@]}" bench/fwx_echo_await.lua 0 30000) ;;
     proxy:c) CMD=("$BDIR/c_proxy" 0 127.0.0.1 "$arg") ;;
     proxy:luv) CMD=("$LUA" bench/luv_proxy.lua 0 127.0.0.1 "$arg") ;;
     proxy:fwx) CMD=("${fwx_env[@]}" bench/fwx_proxy.lua 0 127.0.0.1 "$arg") ;;

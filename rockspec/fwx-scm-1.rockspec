@@ -32,7 +32,8 @@ build = {
     ["fwx.host_worker"] = "lua/fwx/host_worker.lua",
     ["fwx.core"] = {
       sources = {
-        "csrc/core/arena.c", "csrc/core/buffer.c", "csrc/core/deferred.c", "csrc/core/error.c",
+        "csrc/core/arena.c", "csrc/core/buffer.c", "csrc/core/deadline.c", "csrc/core/deferred.c",
+        "csrc/core/error.c",
         "csrc/core/handle.c",
         "csrc/core/lookup.c", "csrc/core/overlapped.c", "csrc/core/port.c",
         "csrc/core/pump.c", "csrc/core/socket.c", "csrc/core/store.c", "csrc/core/stream.c",

@@ -423,20 +423,36 @@ describe("the await style", function()
   end)
 
   describe("timeouts", function()
-    it("a recv that times out returns false, 121; the socket stays usable and loses nothing", function()
-      local fw = H.new()
-      local got = {}
-      with_pair(fw, function(c, s)
-        got.timeout = { s:recv(nil, 20) }
-        assert(c:send("after the timeout"))
-        local ok, err, buf = s:recv(nil, 5000)
-        got.after = { ok, err, tostring(buf) }
-        c:Close(); s:Close()
+    for _, proto in ipairs({ "tcp", "udp" }) do
+      it(("a %s recv that times out returns false, 121; the socket stays usable and loses nothing")
+          :format(proto), function()
+        local fw = H.new()
+        local got = {}
+        -- receiver times out, then gets what send_late sends after it
+        local function body(receiver, send_late, close)
+          got.timeout = { receiver:recv(nil, 20) }
+          assert(send_late("after the timeout"))
+          local ok, err, buf = receiver:recv(nil, 5000)
+          got.after = { ok, err, tostring(buf) }
+          close()
+        end
+        if proto == "tcp" then
+          with_pair(fw, function(c, s)
+            body(s, function(x) return c:send(x) end, function() c:Close(); s:Close() end)
+          end)
+        else
+          fw:spawn(function()
+            local a, b = fw:CreateNetworkSocket("udp"), fw:CreateNetworkSocket("udp")
+            assert(a:Bind("127.0.0.1", 0)); assert(b:Bind("127.0.0.1", 0))
+            body(a, function(x) return b:sendto(x, "127.0.0.1", a:GetSockName().port) end,
+                 function() a:Close(); b:Close() end)
+          end)
+        end
+        H.run(fw)
+        assert.same({ false, E.ERROR_SEM_TIMEOUT }, got.timeout)
+        assert.same({ true, 0, "after the timeout" }, got.after)
       end)
-      H.run(fw)
-      assert.same({ false, E.ERROR_SEM_TIMEOUT }, got.timeout)
-      assert.same({ true, 0, "after the timeout" }, got.after)
-    end)
+    end
 
     it("bytes already there beat a 0 ms timeout, and the timer leaves nothing behind", function()
       local fw = H.new()
@@ -551,6 +567,144 @@ describe("the await style", function()
       -- H.run returns only when nothing is pending: a timer left running would hold it.
       H.run(fw, 5000)
       assert.same({ true, 0, "quick" }, got)
+    end)
+
+    -- s:recv and s:send with a timeout have a deadline in the core (deadline.c): one
+    -- timer per socket, armed at the nearer of its receive's and its send's, disarmed
+    -- when the operation completes first.
+    it("two timed sends waiting on one socket: 121 for the one that ran out, 995 for the other", function()
+      local fw = H.new()
+      local got = {}
+      with_pair(fw, function(c, s)
+        -- The peer never reads. A socket has one send deadline at a time: whichever
+        -- of the two sends waits second is timed by a timer of its own instead. The
+        -- nearer deadline (50 ms) runs out and closes the socket under both.
+        fw:spawn(function()
+          fw:sleep(20) -- the sends below have filled the buffers by now, and one waits
+          got.second = { c:send("after", 5000) }
+        end)
+        local chunk = ("x"):rep(1024 * 1024)
+        local r
+        repeat r = { c:send(chunk, 50) } until not r[1]
+        got.first = { r[1], r[2] }
+        s:Close()
+      end)
+      H.run(fw)
+      assert.same({ false, E.ERROR_SEM_TIMEOUT }, got.first)
+      assert.same({ false, E.ERROR_OPERATION_ABORTED }, { got.second[1], got.second[2] })
+    end)
+
+    it("a timed recv that completed leaves no deadline for the next, untimed one", function()
+      local fw = H.new()
+      local got = {}
+      with_pair(fw, function(c, s)
+        assert(c:send("first"))
+        got.first = { s:recv(nil, 30) }  -- completes well before its 30 ms
+        fw:spawn(function()
+          fw:sleep(80)                   -- past the first one's deadline
+          c:send("second")
+        end)
+        got.second = { s:recv() }        -- no timeout: waits for it
+        c:Close(); s:Close()
+      end)
+      H.run(fw)
+      assert.same({ true, 0, "first" }, { got.first[1], got.first[2], tostring(got.first[3]) })
+      assert.same({ true, 0, "second" }, { got.second[1], got.second[2], tostring(got.second[3]) })
+    end)
+
+    it("a timed recv whose socket is closed meanwhile says 995, once, and its deadline goes", function()
+      local fw = H.new()
+      local got = {}
+      local resumed = 0
+      with_pair(fw, function(c, s)
+        fw:spawn(function()
+          fw:sleep(10)
+          s:Close()
+        end)
+        got.recv = { s:recv(nil, 40) }
+        resumed = resumed + 1
+        fw:sleep(80) -- past the deadline: nothing more may come of it
+        got.after = resumed
+        c:Close()
+      end)
+      H.run(fw)
+      assert.same({ false, E.ERROR_OPERATION_ABORTED }, got.recv)
+      assert.equal(1, got.after)
+      assert.equal(0, fw:pending())
+    end)
+
+    it("fw:Close() ends a timed receive and a timed send once each, with 995", function()
+      local fw = H.new()
+      local got = {}
+      local sockets = {}
+      with_pair(fw, function(c, s)
+        -- Both deadlines on c's one timer: s never sends, and never reads.
+        sockets = { c, s }
+        fw:spawn(function() local r = { "recv", c:recv(nil, 60000) }; got[#got + 1] = r end)
+        local chunk = ("x"):rep(1024 * 1024)
+        local r
+        repeat r = { "send", c:send(chunk, 60000) } until not r[2]
+        got[#got + 1] = { r[1], r[2], r[3] }
+      end)
+      H.run_for(fw, 100) -- both wait now
+      assert.same({}, got)
+      fw:Close()
+      table.sort(got, function(a, b) return a[1] < b[1] end)
+      assert.same({
+        { "recv", false, E.ERROR_OPERATION_ABORTED },
+        { "send", false, E.ERROR_OPERATION_ABORTED },
+      }, got)
+      for _, x in ipairs(sockets) do x:Close() end
+    end)
+
+    it("a receive and a send deadline on one socket: each runs out on its own", function()
+      local fw = H.new()
+      local got = {}
+      with_pair(fw, function(c, s)
+        -- The receive's deadline is the nearer; when it passes the send goes on
+        -- waiting, until its own passes and closes the socket.
+        fw:spawn(function() local r = { c:recv(nil, 30) }; got.recv = r end)
+        local chunk = ("x"):rep(1024 * 1024)
+        local r
+        repeat r = { c:send(chunk, 150) } until not r[1]
+        got.send = { r[1], r[2], c:IsClosed() }
+        s:Close()
+      end)
+      H.run(fw)
+      assert.same({ false, E.ERROR_SEM_TIMEOUT }, got.recv)
+      assert.same({ false, E.ERROR_SEM_TIMEOUT, true }, got.send)
+    end)
+
+    it("a socket with a deadline is collected and closed like any other", function()
+      local fw = H.new()
+      local got = {}
+      local weak = setmetatable({}, { __mode = "v" })
+      fw:spawn(function()
+        local ls, port = listener(fw)
+        local held = {}
+        fw:spawn(function() held.s = select(3, ls:accept()) end)
+        local c = fw:CreateNetworkSocket("tcp")
+        assert(c:connect("127.0.0.1", port))
+        while held.s == nil do fw:sleep(1) end
+        ls:Close()
+        local s = held.s
+        held.s = nil
+        got.timeout = { s:recv(nil, 10) } -- s has a deadline timer now
+        weak.s = s
+        s = nil -- luacheck: ignore
+        -- a socket's own receive keeps it until its handler returns, and the handler
+        -- resumed this coroutine: yield once so that it lets go
+        fw:sleep(1)
+        collectgarbage(); collectgarbage()
+        got.collected = weak.s == nil
+        got.peer = { c:recv(nil, 5000) } -- the close that __gc made
+        c:Close()
+      end)
+      H.run(fw)
+      assert.same({ false, E.ERROR_SEM_TIMEOUT }, got.timeout)
+      assert.is_true(got.collected)
+      assert.is_true(got.peer[1])
+      assert.equal(0, #got.peer[3])
     end)
 
     it("a bad timeout raises and starts nothing", function()

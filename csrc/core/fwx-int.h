@@ -66,6 +66,8 @@ struct fwx_op {
   unsigned last : 1;
   unsigned lent : 1;       /* buf was lent read-only (sends) */
   unsigned has_address : 1;
+  unsigned watched : 1;    /* a socket's deadline points at it (deadline.c) */
+  unsigned timed_out : 1;  /* its deadline passed: its cancel reports UV_ETIMEDOUT */
 };
 /* The last kind must fit in kind's bits. */
 typedef char fwx__op_kind_fits[FWX_OP_LAST < 32 ? 1 : -1];
@@ -206,6 +208,7 @@ typedef struct fwx__conn {
   int status;              /* an accept error waiting for the next Accept */
   int rcvbuf, sndbuf;      /* options set before the descriptor exists */
   struct fwx__pump *pump;  /* while the socket's pumping bit is set */
+  struct fwx__deadline *deadline; /* made by the first deadline, until the close */
 } fwx__conn_t;
 
 static inline fwx_port_t *fwx__socket_port(const fwx_socket_t *s) {
@@ -305,6 +308,14 @@ int fwx__stream_write(uv_stream_t *stream, uv_write_t *req, fwx_op_t *op,
 /* socket.c / udp.c */
 void fwx__socket_write_failed(uv_stream_t *stream, int status);
 fwx__conn_t *fwx__socket_conn(fwx_socket_t *s); /* made on first use; NULL: no memory */
+/* CancelIo's part for the receive: 1 if one was pending and is ended (995). */
+int fwx__socket_cancel_recv(fwx_socket_t *s);
+/* deadline.c: fwx_socket_send tells which send is the last (the socket has had a
+ * deadline); fwx__op_complete tells when a watched operation is done; the socket's
+ * close closes the timer. */
+void fwx__deadline_sent(fwx_socket_t *s, fwx_op_t *op);
+void fwx__deadline_done(fwx_op_t *op);
+void fwx__deadline_close(fwx_socket_t *s);
 int fwx__udp_recv(fwx_socket_t *s, fwx_op_t *op);
 void fwx__udp_cancel(fwx_socket_t *s, int status);
 void fwx__udp_cancel_recv(fwx_socket_t *s);

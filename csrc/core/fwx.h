@@ -213,6 +213,20 @@ int fwx_socket_close(fwx_socket_t *s, int abortive);
  * the socket open; returns how many it ended (0: nothing pending, or already queued).
  * Connects and sends cannot be taken back alone: close the socket. */
 int fwx_socket_cancel_io(fwx_socket_t *s);
+/* Deadlines (deadline.c): a time limit on the socket's receive or on one send, as the
+ * await style's timeouts have it. fwx_socket_deadline_prepare(s, kind) before starting
+ * the operation (kind FWX_OP_RECV or FWX_OP_SEND): 0, UV_ENOMEM, FWX_ECLOSED, or
+ * FWX_EBUSY when a send with a deadline is still pending (one send at a time can have
+ * one; time the other some other way). Then, once the operation has started,
+ * fwx_socket_deadline(s, kind, ms) gives the receive, or the send started last, a
+ * deadline ms from now: 1 if it was set, 0 if that operation is no longer pending
+ * (it completed at once: nothing to limit). When the deadline passes first, a receive
+ * is cancelled (the socket stays usable, as with fwx_socket_cancel_io) and a send
+ * closes the socket abortively (it cannot be taken back halfway); either way that
+ * operation ends with UV_ETIMEDOUT (ERROR_SEM_TIMEOUT, 121), and others the close
+ * ends say 995. An operation that completes first keeps its own result. */
+int fwx_socket_deadline_prepare(fwx_socket_t *s, fwx_op_kind_t kind);
+int fwx_socket_deadline(fwx_socket_t *s, fwx_op_kind_t kind, uint64_t ms);
 int fwx_socket_name(fwx_socket_t *s, int peer, struct sockaddr_storage *out);
 int fwx_socket_setopt(fwx_socket_t *s, fwx_sockopt_t opt, int value);
 int fwx_socket_getopt(fwx_socket_t *s, fwx_sockopt_t opt, int *value);

@@ -140,6 +140,8 @@ void fwx__op_start(fwx_op_t *op, uintptr_t key, void *object) {
   op->error = 0;
   op->cancelled = 0;
   op->has_address = 0;
+  op->watched = 0;
+  op->timed_out = 0;
   op->state = FWX__PENDING;
   op->port->pending++;
   op->port->pending_kind[op->kind]++;
@@ -201,6 +203,8 @@ void fwx__op_complete(fwx_op_t *op, int status) {
   fwx_port_t *port = op->port;
 
   assert(op->state == FWX__PENDING);
+  if (op->watched) fwx__deadline_done(op);
+  if (op->timed_out && status == UV_ECANCELED) status = UV_ETIMEDOUT;
   op->status = status;
   if (!op->notify) {
     /* A Send with no sink: nobody is told, but it was pending until now. */

@@ -317,6 +317,7 @@ int fwx_socket_send(fwx_socket_t *s, fwx_buffer_t *buf, const char *data, size_t
   if (so == NULL) return UV_ENOMEM;
   so->op.notify = (unsigned char)(notify != 0);
   start(s, &so->op, FWX_OP_SEND, key);
+  if (s->conn != NULL && s->conn->deadline != NULL) fwx__deadline_sent(s, &so->op);
   if (buf != NULL) {
     fwx_buffer_ref(buf);
     fwx_buffer_lend(buf);
@@ -340,6 +341,7 @@ int fwx_socket_send(fwx_socket_t *s, fwx_buffer_t *buf, const char *data, size_t
 static void close_now(fwx_socket_t *s, int abortive) {
   if (s->uv_closing) return;
   s->uv_closing = 1;
+  if (s->conn != NULL && s->conn->deadline != NULL) fwx__deadline_close(s);
   if (abortive && s->proto == FWX_TCP && s->has_fd) {
     /* SO_LINGER {1, 0}: close sends RST, as SO_DONTLINGER does for the SDK. */
     struct linger l;
@@ -417,16 +419,17 @@ int fwx_socket_close(fwx_socket_t *s, int abortive) { return close_socket(s, abo
  * pending accept (a connection that comes later waits for the next Accept). A connect
  * or a send cannot: only closing the socket ends them. A receive or accept whose
  * packet is already queued is not pending any more and keeps its result. */
-int fwx_socket_cancel_io(fwx_socket_t *s) {
-  int n = 0;
-  if (s->recv_op.state == FWX__PENDING) {
-    if (s->proto == FWX_UDP) {
-      fwx__udp_cancel_recv(s);
-      n++;
-    } else if (fwx__reader_cancel_op(&s->uv.stream, &s->recv_op) == 0) {
-      n++;
-    }
+int fwx__socket_cancel_recv(fwx_socket_t *s) {
+  if (s->recv_op.state != FWX__PENDING) return 0;
+  if (s->proto == FWX_UDP) {
+    fwx__udp_cancel_recv(s);
+    return 1;
   }
+  return fwx__reader_cancel_op(&s->uv.stream, &s->recv_op) == 0;
+}
+
+int fwx_socket_cancel_io(fwx_socket_t *s) {
+  int n = fwx__socket_cancel_recv(s);
   if (conn_pending(s, FWX_OP_ACCEPT)) {
     fwx__op_complete(&s->conn->op, UV_ECANCELED);
     n++;

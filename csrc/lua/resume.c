@@ -80,7 +80,10 @@ static int l_step(lua_State *L) {
  * 50 x 64 B). Here the method checks what the Lua one did, starts the callback style's
  * operation by calling its C function on this frame, and yields WAITING from C: the
  * resume's values are then returned to the caller as the call's results. An operation
- * with a timeout goes to the Lua side (await.lua), which has the timer to manage.
+ * with a timeout gets a deadline in the core (csrc/core/deadline.c), which ends it
+ * with 121 by itself; where the core cannot take one (a closed socket, a second timed
+ * send while one waits) it goes to the Lua side (await.lua), which times it with a
+ * timer.
  *
  * Upvalues: the class metatables (lfwx_setfuncs: the methods called here push
  * objects), then these. */
@@ -110,7 +113,27 @@ static int awaited_io(lua_State *L, int sending) {
                       t == LUA_TNUMBER ? luaL_tolstring(L, 3, NULL) : lua_typename(L, t));
   }
   if (!lua_isnil(L, 3)) {
-    /* timed(s, sending, data, ms): yields in Lua, under this call's continuation */
+    /* A deadline in the core (deadline.c): the operation ends with 121 by itself. */
+    fwx_op_kind_t kind = sending ? FWX_OP_SEND : FWX_OP_RECV;
+    lfwx_socket_t *box = lfwx_testudata(L, 1, LFWX_SOCKET);
+    lua_Number ms = lua_tonumber(L, 3);
+    int r = box != NULL && box->s != NULL ? fwx_socket_deadline_prepare(box->s, kind) : FWX_ECLOSED;
+    if (r == UV_ENOMEM) return luaL_error(L, "not enough memory");
+    if (r == 0) {
+      lua_settop(L, 2);
+      lua_pushcfunction(L, l_wake_io);
+      lua_pushthread(L);
+      if (sending)
+        lfwx_socket_send(L);
+      else
+        lfwx_socket_recv(L);
+      fwx_socket_deadline(box->s, kind, ms < 1e15 ? (uint64_t)ms : (uint64_t)1e15);
+      lua_pushlightuserdata(L, (void *)&waiting_token);
+      return lua_yield(L, 1);
+    }
+    /* Closed (the Lua side raises what Recv or Send does), or a send of this socket
+     * already has the deadline: timed(s, sending, data, ms) times it with a timer. It
+     * yields in Lua, under this call's continuation. */
     lua_pushvalue(L, lua_upvalueindex(UP_TIMED));
     lua_insert(L, 1);
     lua_pushboolean(L, sending);

@@ -260,9 +260,12 @@ function M.install(methods)
   -- what the others check here, start s:Recv or s:Send with core.wake_io and the
   -- coroutine, and yield WAITING themselves. A misuse of their arguments raises in
   -- their own names ('recv', 'send'). With a timeout (their own or the socket's
-  -- s:settimeout) they call timed below, which starts the operation with a timer;
-  -- its misuse is raised again in the same names, at the caller's line (misuse's
-  -- level 4: timed is 2, the C method 3).
+  -- s:settimeout) they give the operation a deadline in the core (deadline.c), which
+  -- ends it with 121 by itself. Only where the core cannot (a closed socket, whose
+  -- misuse is raised here; a second timed send while one waits on the socket) do they
+  -- call timed below, which starts the operation with a timer; its misuse is raised
+  -- again in the same names, at the caller's line (misuse's level 4: timed is 2, the C
+  -- method 3).
   local function timed(s, sending, data, ms)
     local co = running()
     local st = userdata(co, ms, sending and close_abortive or cancel_io, s)
