@@ -2,18 +2,19 @@
  * coroutines, in C.
  *
  * An awaited s:recv() or s:send() (both started here too, below) starts Recv/Send with
- * this sink and the coroutine as
- * the user data, then yields core.WAITING. The sink resumes the coroutine with the
- * notification's values less the coroutine: (ok, err, buffer, address). Written in C
- * because it runs twice per echoed message: as a Lua function calling
- * coroutine.resume it cost about 320 instructions more a call (callgrind, awaited echo
- * at 50 x 64 B: 11 363 instructions per message, 10 713 with this).
+ * this sink and the coroutine as the user data, then yields core.WAITING. The sink
+ * resumes the coroutine with the notification's values less the coroutine: (ok, err,
+ * buffer, address). Written in C because it runs twice per echoed message: as a Lua
+ * function calling coroutine.resume it cost about 320 instructions more a call
+ * (callgrind, awaited echo at 50 x 64 B: 11 363 instructions per message, 10 713 with
+ * this).
  *
  * Every other sink, and fw:spawn's start, resume through core.step(co, ...), so that
  * what a resume ends in is judged in one place. That decides the rest: the coroutine
- * waits again (it yielded WAITING: nothing to do), finished, or raised (raised again here with the
- * coroutine's traceback, so that the dispatcher reports it as a handler's error), or
- * yielded anything else (a misuse, reported: nothing will resume it). */
+ * waits again (it yielded WAITING: nothing to do), finished, or raised (raised again
+ * here with the coroutine's traceback, so that the dispatcher reports it as a
+ * handler's error), or yielded anything else (a misuse, reported: nothing will resume
+ * it). */
 #include "lfwx.h"
 
 /* Its address is the token: a light userdata nothing else can make. */
@@ -97,7 +98,10 @@ static int timed_done(lua_State *L, int status, lua_KContext base) {
 /* s:recv([buffer [, ms]]) or s:send(data [, ms]): stack (self, data, ms). */
 static int awaited_io(lua_State *L, int sending) {
   const char *name = sending ? "send" : "recv";
-  int t;
+  fwx_op_kind_t kind = sending ? FWX_OP_SEND : FWX_OP_RECV;
+  lfwx_socket_t *box = NULL;
+  lua_Number ms = -1; /* none */
+  int t, r;
   lua_settop(L, 3);
   /* A coroutine of fw:spawn's: the Lua side's table of them, keys weak. */
   if (lua_pushthread(L) || lua_rawget(L, lua_upvalueindex(UP_SPAWNED)) == LUA_TNIL)
@@ -114,32 +118,21 @@ static int awaited_io(lua_State *L, int sending) {
   }
   if (!lua_isnil(L, 3)) {
     /* A deadline in the core (deadline.c): the operation ends with 121 by itself. */
-    fwx_op_kind_t kind = sending ? FWX_OP_SEND : FWX_OP_RECV;
-    lfwx_socket_t *box = lfwx_testudata(L, 1, LFWX_SOCKET);
-    lua_Number ms = lua_tonumber(L, 3);
-    int r = box != NULL && box->s != NULL ? fwx_socket_deadline_prepare(box->s, kind) : FWX_ECLOSED;
+    box = lfwx_testudata(L, 1, LFWX_SOCKET);
+    r = box != NULL && box->s != NULL ? fwx_socket_deadline_prepare(box->s, kind) : FWX_ECLOSED;
     if (r == UV_ENOMEM) return luaL_error(L, "not enough memory");
-    if (r == 0) {
-      lua_settop(L, 2);
-      lua_pushcfunction(L, l_wake_io);
-      lua_pushthread(L);
-      if (sending)
-        lfwx_socket_send(L);
-      else
-        lfwx_socket_recv(L);
-      fwx_socket_deadline(box->s, kind, ms < 1e15 ? (uint64_t)ms : (uint64_t)1e15);
-      lua_pushlightuserdata(L, (void *)&waiting_token);
-      return lua_yield(L, 1);
+    if (r != 0) {
+      /* Closed (the Lua side raises what Recv or Send does), or a send of this socket
+       * already has the deadline: timed(s, sending, data, ms) times it with a timer.
+       * It yields in Lua, under this call's continuation. */
+      lua_pushvalue(L, lua_upvalueindex(UP_TIMED));
+      lua_insert(L, 1);
+      lua_pushboolean(L, sending);
+      lua_insert(L, 3);
+      lua_callk(L, 4, LUA_MULTRET, 0, timed_done);
+      return timed_done(L, LUA_OK, 0);
     }
-    /* Closed (the Lua side raises what Recv or Send does), or a send of this socket
-     * already has the deadline: timed(s, sending, data, ms) times it with a timer. It
-     * yields in Lua, under this call's continuation. */
-    lua_pushvalue(L, lua_upvalueindex(UP_TIMED));
-    lua_insert(L, 1);
-    lua_pushboolean(L, sending);
-    lua_insert(L, 3);
-    lua_callk(L, 4, LUA_MULTRET, 0, timed_done);
-    return timed_done(L, LUA_OK, 0);
+    ms = lua_tonumber(L, 3);
   }
   lua_settop(L, 2);
   lua_pushcfunction(L, l_wake_io); /* the sink, and this coroutine its user data */
@@ -148,7 +141,8 @@ static int awaited_io(lua_State *L, int sending) {
     lfwx_socket_send(L);
   else
     lfwx_socket_recv(L);
-  lua_settop(L, 0);
+  if (ms >= 0) fwx_socket_deadline(box->s, kind, ms < 1e15 ? (uint64_t)ms : (uint64_t)1e15);
+  /* The rest of this frame goes when it returns: the resume's values are its results. */
   lua_pushlightuserdata(L, (void *)&waiting_token);
   return lua_yield(L, 1);
 }
