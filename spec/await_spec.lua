@@ -36,6 +36,14 @@ local function with_pair(fw, body)
   end)
 end
 
+-- Send to a peer that never reads until a write waits in the socket's queue: every
+-- send after it waits too, whatever the machine's speed (fire-and-forget Sends: no
+-- notification to wait for; one that waits is pending).
+local function clog(fw, c)
+  local chunk = ("x"):rep(1024 * 1024)
+  repeat c:Send(chunk) until (fw:pending(true).Send or 0) > 0
+end
+
 describe("the await style", function()
   before_each(H.before)
   after_each(H.after)
@@ -576,21 +584,22 @@ describe("the await style", function()
       local fw = H.new()
       local got = {}
       with_pair(fw, function(c, s)
-        -- The peer never reads. A socket has one send deadline at a time: whichever
-        -- of the two sends waits second is timed by a timer of its own instead. The
-        -- nearer deadline (50 ms) runs out and closes the socket under both.
-        fw:spawn(function()
-          fw:sleep(20) -- the sends below have filled the buffers by now, and one waits
+        -- A socket has one send deadline at a time: the second send to wait is timed by
+        -- a timer of its own. The nearer deadline (50 ms) runs out and closes the
+        -- socket under both.
+        clog(fw, c)
+        fw:spawn(function() -- runs once the send below waits
           got.second = { c:send("after", 5000) }
         end)
-        local chunk = ("x"):rep(1024 * 1024)
-        local r
-        repeat r = { c:send(chunk, 50) } until not r[1]
-        got.first = { r[1], r[2] }
+        fw:spawn(function() -- runs once that one waits too
+          got.timers = fw:pending(true).timer -- the second's; the first has none
+        end)
+        got.first = { c:send("first", 50) } -- waits: the socket's deadline
         s:Close()
       end)
       H.run(fw)
-      assert.same({ false, E.ERROR_SEM_TIMEOUT }, got.first)
+      assert.equal(1, got.timers)
+      assert.same({ false, E.ERROR_SEM_TIMEOUT }, { got.first[1], got.first[2] })
       assert.same({ false, E.ERROR_OPERATION_ABORTED }, { got.second[1], got.second[2] })
     end)
 
@@ -640,10 +649,9 @@ describe("the await style", function()
       with_pair(fw, function(c, s)
         -- Both deadlines on c's one timer: s never sends, and never reads.
         sockets = { c, s }
+        clog(fw, c)
         fw:spawn(function() local r = { "recv", c:recv(nil, 60000) }; got[#got + 1] = r end)
-        local chunk = ("x"):rep(1024 * 1024)
-        local r
-        repeat r = { "send", c:send(chunk, 60000) } until not r[2]
+        local r = { "send", c:send("waits", 60000) }
         got[#got + 1] = { r[1], r[2], r[3] }
       end)
       H.run_for(fw, 100) -- both wait now
@@ -663,10 +671,9 @@ describe("the await style", function()
       with_pair(fw, function(c, s)
         -- The receive's deadline is the nearer; when it passes the send goes on
         -- waiting, until its own passes and closes the socket.
+        clog(fw, c)
         fw:spawn(function() local r = { c:recv(nil, 30) }; got.recv = r end)
-        local chunk = ("x"):rep(1024 * 1024)
-        local r
-        repeat r = { c:send(chunk, 150) } until not r[1]
+        local r = { c:send("waits", 150) }
         got.send = { r[1], r[2], c:IsClosed() }
         s:Close()
       end)

@@ -79,7 +79,7 @@ static void expired_cb(uv_timer_t *t) {
     op->timed_out = 1; /* the close ends it with UV_ECANCELED, reported as a timeout */
     fwx_socket_close(s, 1);  /* closes this timer too, unless a receive is left */
   }
-  if (s->conn != NULL && s->conn->deadline == d) rearm(d);
+  if (s->conn->deadline == d) rearm(d); /* unless the send's close closed the timer */
 }
 
 int fwx_socket_deadline_prepare(fwx_socket_t *s, fwx_op_kind_t kind) {
@@ -134,7 +134,7 @@ void fwx__deadline_sent(fwx_socket_t *s, fwx_op_t *op) {
  * deadline any more, and no deadline names it. */
 void fwx__deadline_done(fwx_op_t *op) {
   fwx_socket_t *s = op->object;
-  fwx__deadline_t *d = s->conn != NULL ? s->conn->deadline : NULL;
+  fwx__deadline_t *d = s->conn->deadline; /* a watched op's socket has its conn */
   op->watched = 0;
   if (d == NULL) return;
   if (op == &s->recv_op) d->recv_at = 0;
