@@ -36,6 +36,13 @@ local function with_pair(fw, body)
   end)
 end
 
+-- Two UDP sockets bound to 127.0.0.1.
+local function udp_pair(fw)
+  local a, b = fw:CreateNetworkSocket("udp"), fw:CreateNetworkSocket("udp")
+  assert(a:Bind("127.0.0.1", 0)); assert(b:Bind("127.0.0.1", 0))
+  return a, b
+end
+
 -- Send to a peer that never reads until a write waits in the socket's queue: every
 -- send after it waits too, whatever the machine's speed (fire-and-forget Sends: no
 -- notification to wait for; one that waits is pending).
@@ -450,8 +457,7 @@ describe("the await style", function()
           end)
         else
           fw:spawn(function()
-            local a, b = fw:CreateNetworkSocket("udp"), fw:CreateNetworkSocket("udp")
-            assert(a:Bind("127.0.0.1", 0)); assert(b:Bind("127.0.0.1", 0))
+            local a, b = udp_pair(fw)
             body(a, function(x) return b:sendto(x, "127.0.0.1", a:GetSockName().port) end,
                  function() a:Close(); b:Close() end)
           end)
@@ -768,9 +774,7 @@ describe("the await style", function()
       local fw = H.new()
       local got = {}
       fw:spawn(function()
-        local a = fw:CreateNetworkSocket("udp")
-        local b = fw:CreateNetworkSocket("udp")
-        assert(a:Bind("127.0.0.1", 0)); assert(b:Bind("127.0.0.1", 0))
+        local a, b = udp_pair(fw)
         local pa, pb = a:GetSockName().port, b:GetSockName().port
         local sok, serr, sent = b:sendto("ping", "127.0.0.1", pa)
         got.sent = { sok, serr, tostring(sent) }
@@ -785,6 +789,30 @@ describe("the await style", function()
       assert.same({ true, 0, "ping" }, got.sent)
       assert.same({ true, 0, "ping", true }, got.ping)
       assert.same({ true, 0, "pong" }, got.pong)
+    end)
+
+    it("a sendto with a timeout takes the socket's deadline, not a timer", function()
+      local fw = H.new()
+      local got = {}
+      fw:spawn(function()
+        local a, b = udp_pair(fw)
+        b:settimeout(5000)
+        fw:spawn(function() -- runs while the sendto below waits for its notification
+          got.timers = fw:pending(true).timer or 0
+        end)
+        local ok, err, sent = b:sendto("ping", "127.0.0.1", a:GetSockName().port)
+        got.sent = { ok, err, tostring(sent) }
+        local rok, rerr, buf = a:recv(nil, 5000)
+        got.ping = { rok, rerr, tostring(buf) }
+        -- misuse with a timeout raises in sendto's name and starts nothing
+        got.misuse = select(2, pcall(b.sendto, b, "x", "127.0.0.1", "port", 100))
+        a:Close(); b:Close()
+      end)
+      H.run(fw)
+      assert.equal(0, got.timers)
+      assert.same({ true, 0, "ping" }, got.sent)
+      assert.same({ true, 0, "ping" }, got.ping)
+      assert.truthy(got.misuse:find("bad argument #3 to 'sendto'", 1, true), got.misuse)
     end)
   end)
 

@@ -166,7 +166,27 @@ static int l_awaited_io(lua_State *L) {
   return 2;
 }
 
-/* core.WAITING, core.wake_io, core.step and core.awaited_io, into the table on top. */
+/* core.deadline_prepare(s) -> whether the socket can take a send deadline now, and
+ * core.deadline_send(s, ms): give it to the send started last. For s:sendto, which
+ * starts its SendTo from Lua between the two (await.lua). */
+static int l_deadline_prepare(lua_State *L) {
+  lfwx_socket_t *box = lfwx_testudata(L, 1, LFWX_SOCKET);
+  int r = box != NULL && box->s != NULL ? fwx_socket_deadline_prepare(box->s, FWX_OP_SEND)
+                                        : FWX_ECLOSED;
+  if (r == UV_ENOMEM) return luaL_error(L, "not enough memory");
+  lua_pushboolean(L, r == 0);
+  return 1;
+}
+
+static int l_deadline_send(lua_State *L) {
+  lfwx_socket_t *box = lfwx_checkudata(L, 1, LFWX_SOCKET);
+  lua_Number ms = luaL_checknumber(L, 2);
+  if (box->s != NULL) fwx_socket_deadline(box->s, FWX_OP_SEND, ms < 1e15 ? (uint64_t)ms : (uint64_t)1e15);
+  return 0;
+}
+
+/* core.WAITING, core.wake_io, core.step, core.awaited_io and the deadline pair, into
+ * the table on top. */
 void lfwx_open_resume(lua_State *L) {
   lua_pushlightuserdata(L, (void *)&waiting_token);
   lua_setfield(L, -2, "WAITING");
@@ -176,4 +196,8 @@ void lfwx_open_resume(lua_State *L) {
   lua_setfield(L, -2, "step");
   lua_pushcfunction(L, l_awaited_io);
   lua_setfield(L, -2, "awaited_io");
+  lua_pushcfunction(L, l_deadline_prepare);
+  lua_setfield(L, -2, "deadline_prepare");
+  lua_pushcfunction(L, l_deadline_send);
+  lua_setfield(L, -2, "deadline_send");
 }

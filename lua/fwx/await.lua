@@ -127,6 +127,7 @@ end
 -- Recv, Send, SendTo: every message's, so without a timeout it resumes directly, and
 -- with one it has a sink of its own.
 local wake_io = core.wake_io -- (ok, err, buffer, co, address), in C: csrc/lua/resume.c
+local deadline_prepare, deadline_send = core.deadline_prepare, core.deadline_send
 
 local function wake_io_timed(ok, err, buffer, st, address)
   local co
@@ -279,6 +280,12 @@ function M.install(methods)
   function socket:sendto(data, host, port, ms)
     local co = current("s:sendto")
     ms = timeout_of(self, check_timeout(ms, 4, "sendto"))
+    if ms ~= nil and deadline_prepare(self) then
+      -- a deadline in the core, as s:send's (csrc/core/deadline.c): no timer
+      begin("sendto", nil, self.SendTo, self, data, host, port, wake_io, co)
+      deadline_send(self, ms)
+      return yield(WAITING)
+    end
     local ud, st = userdata(co, ms, close_abortive, self)
     begin("sendto", nil, self.SendTo, self, data, host, port, st and wake_io_timed or wake_io, ud)
     return wait(spawned[co], ms, st)
