@@ -720,6 +720,26 @@ describe("the await style", function()
       assert.equal(0, #got.peer[3])
     end)
 
+    it("a fractional or huge timeout is rounded up to whole ms, and raises nothing", function()
+      local fw = H.new()
+      local got = {}
+      with_pair(fw, function(c, s)
+        local ls = listener(fw)
+        got.accept = { ls:accept(10.5) }        -- a timer (SetTimer takes whole ms)
+        got.pending = fw:pending()
+        got.recv = { s:recv(nil, 10.5) }         -- the socket's deadline
+        assert(c:send("in time"))
+        local ok, err, buf = s:recv(nil, 1e300)  -- capped, not an error
+        got.huge = { ok, err, tostring(buf) }
+        ls:Close(); c:Close(); s:Close()
+      end)
+      H.run(fw)
+      assert.same({ false, E.ERROR_SEM_TIMEOUT }, got.accept)
+      assert.equal(0, got.pending) -- the accept's timer and notification are done
+      assert.same({ false, E.ERROR_SEM_TIMEOUT }, got.recv)
+      assert.same({ true, 0, "in time" }, got.huge)
+    end)
+
     it("a bad timeout raises and starts nothing", function()
       local fw = H.new()
       local raised = {}

@@ -90,6 +90,26 @@ static int l_step(lua_State *L) {
  * objects), then these. */
 enum { UP_SPAWNED = LFWX_NCLASSES + 1, UP_TIMEOUTS, UP_TIMED, UP_COUNT = UP_TIMED };
 
+/* A timeout in whole ms: rounded up, so that a fraction never shortens it, and capped
+ * at 1e15 ms, as await.lua's whole_ms does for its timers. */
+static uint64_t whole_ms(lua_Number ms) {
+  uint64_t w;
+  if (!(ms < 1e15)) return (uint64_t)1e15;
+  w = (uint64_t)ms;
+  return (lua_Number)w < ms ? w + 1 : w;
+}
+
+/* A socket's deadline for the operation about to start, if it can take one (0), on
+ * the socket at idx (*box); raises only without memory. */
+static int prepare_deadline(lua_State *L, int idx, fwx_op_kind_t kind, lfwx_socket_t **box) {
+  int r;
+  *box = lfwx_testudata(L, idx, LFWX_SOCKET);
+  r = *box != NULL && (*box)->s != NULL ? fwx_socket_deadline_prepare((*box)->s, kind)
+                                        : FWX_ECLOSED;
+  if (r == UV_ENOMEM) luaL_error(L, "not enough memory");
+  return r;
+}
+
 static int timed_done(lua_State *L, int status, lua_KContext base) {
   (void)status;
   return lua_gettop(L) - (int)base;
@@ -101,7 +121,7 @@ static int awaited_io(lua_State *L, int sending) {
   fwx_op_kind_t kind = sending ? FWX_OP_SEND : FWX_OP_RECV;
   lfwx_socket_t *box = NULL;
   lua_Number ms = -1; /* none */
-  int t, r;
+  int t;
   lua_settop(L, 3);
   /* A coroutine of fw:spawn's: the Lua side's table of them, keys weak. */
   if (lua_pushthread(L) || lua_rawget(L, lua_upvalueindex(UP_SPAWNED)) == LUA_TNIL)
@@ -118,10 +138,7 @@ static int awaited_io(lua_State *L, int sending) {
   }
   if (!lua_isnil(L, 3)) {
     /* A deadline in the core (deadline.c): the operation ends with 121 by itself. */
-    box = lfwx_testudata(L, 1, LFWX_SOCKET);
-    r = box != NULL && box->s != NULL ? fwx_socket_deadline_prepare(box->s, kind) : FWX_ECLOSED;
-    if (r == UV_ENOMEM) return luaL_error(L, "not enough memory");
-    if (r != 0) {
+    if (prepare_deadline(L, 1, kind, &box) != 0) {
       /* Closed (the Lua side raises what Recv or Send does), or a send of this socket
        * already has the deadline: timed(s, sending, data, ms) times it with a timer.
        * It yields in Lua, under this call's continuation. */
@@ -141,7 +158,7 @@ static int awaited_io(lua_State *L, int sending) {
     lfwx_socket_send(L);
   else
     lfwx_socket_recv(L);
-  if (ms >= 0) fwx_socket_deadline(box->s, kind, ms < 1e15 ? (uint64_t)ms : (uint64_t)1e15);
+  if (ms >= 0) fwx_socket_deadline(box->s, kind, whole_ms(ms));
   /* The rest of this frame goes when it returns: the resume's values are its results. */
   lua_pushlightuserdata(L, (void *)&waiting_token);
   return lua_yield(L, 1);
@@ -170,18 +187,15 @@ static int l_awaited_io(lua_State *L) {
  * core.deadline_send(s, ms): give it to the send started last. For s:sendto, which
  * starts its SendTo from Lua between the two (await.lua). */
 static int l_deadline_prepare(lua_State *L) {
-  lfwx_socket_t *box = lfwx_testudata(L, 1, LFWX_SOCKET);
-  int r = box != NULL && box->s != NULL ? fwx_socket_deadline_prepare(box->s, FWX_OP_SEND)
-                                        : FWX_ECLOSED;
-  if (r == UV_ENOMEM) return luaL_error(L, "not enough memory");
-  lua_pushboolean(L, r == 0);
+  lfwx_socket_t *box;
+  lua_pushboolean(L, prepare_deadline(L, 1, FWX_OP_SEND, &box) == 0);
   return 1;
 }
 
 static int l_deadline_send(lua_State *L) {
   lfwx_socket_t *box = lfwx_checkudata(L, 1, LFWX_SOCKET);
   lua_Number ms = luaL_checknumber(L, 2);
-  if (box->s != NULL) fwx_socket_deadline(box->s, FWX_OP_SEND, ms < 1e15 ? (uint64_t)ms : (uint64_t)1e15);
+  if (box->s != NULL) fwx_socket_deadline(box->s, FWX_OP_SEND, whole_ms(ms));
   return 0;
 }
 

@@ -108,9 +108,18 @@ local function settle(st, ok, err)
 end
 
 -- Start the timer of an operation that has st as its user data, then wait.
+-- A timeout may be any number of 0 or more (check_timeout); SetTimer takes whole ms.
+-- Rounded up, so that a fraction never shortens it, and capped at 1e15 ms (31 700
+-- years), which an integer holds. resume.c rounds the core's deadlines the same way.
+local MAX_TIMEOUT_MS = 1e15
+local function whole_ms(ms)
+  return math.ceil(ms < MAX_TIMEOUT_MS and ms or MAX_TIMEOUT_MS)
+end
+
 local function wait(fw, ms, st)
   if st ~= nil then
-    st.timer = fw:SetTimer(ms, on_timeout, st)
+    -- after the operation started: this call must not raise
+    st.timer = fw:SetTimer(whole_ms(ms), on_timeout, st)
   end
   return yield(WAITING)
 end
