@@ -54,6 +54,24 @@ local function echo_server(fw, opts)
   return port, st
 end
 
+-- A server for one connection that reads and never answers: st.received counts.
+local function sink_server(fw)
+  local ls, port = listener(fw)
+  local st = { received = 0 }
+  local function on_recv(ok, _, buf, s)
+    if not ok or #buf == 0 then s:Close() return end
+    st.received = st.received + #buf
+    s:Recv(nil, on_recv, s)
+  end
+  ls:Accept(function(ok, err, l, s)
+    assert(ok, err)
+    l:Close()
+    st.conn = s
+    s:Recv(nil, on_recv, s)
+  end)
+  return port, st
+end
+
 -- ------------------------------------------------------------------ the proxy
 
 -- The pump under test: the core pump (FILTER nil) or the filtered pump, whose filter
@@ -81,7 +99,7 @@ local function pump_proxy(fw, up_port, opts)
     st.a, st.b = a, b
     if opts.before then opts.before(a, b) end
     fw:Pump(a, b, opts.object_sink and { CompletePump = function(_, ...) sink(...) end } or sink,
-            "pump-ud", filter)
+            "pump-ud", filter, opts.idle_ms)
     st.started = true
     if opts.started then opts.started(a, b) end
   end
@@ -458,6 +476,94 @@ local function pump_cases()
     end)
   end
 
+  it("an idle limit ends a pump where nothing moves, once, with 121 and the counts; the sockets stay open", function()
+    local fw = H.new()
+    local up_port = echo_server(fw)
+    local port, st
+    port, st = pump_proxy(fw, up_port, { idle_ms = 100, keep = true, done = function()
+      assert.is_false(st.a:IsClosed())
+      assert.is_false(st.b:IsClosed())
+      st.a:Close(); st.b:Close()
+    end })
+    local got
+    client(fw, port, function(c)
+      c:Send("ping") -- then nothing, either way
+      read_all(c, function(data) got = data; c:Close() end)
+    end)
+    H.run(fw)
+    assert.same({ false, E.ERROR_SEM_TIMEOUT, 4, 4, "pump-ud" }, { the_call(st) })
+    assert.equal("ping", got)
+  end)
+
+  it("bytes moving one way keep the whole pump alive past its idle limit; silence then ends it", function()
+    -- The client sends a byte every 20 ms for 25 times to an upstream that never
+    -- answers: the response direction is silent all along, for more than three idle
+    -- limits, and must not end the pump (a connection is idle, not a direction).
+    local fw = H.new()
+    local up_port, up = sink_server(fw)
+    local port, st = pump_proxy(fw, up_port, { idle_ms = 150 })
+    local sent, ticker = 0, nil
+    client(fw, port, function(c)
+      ticker = fw:SetTimer(20, function(ok)
+        if not ok then return end
+        if #st.calls > 0 then ticker:Cancel() return end
+        sent = sent + 1
+        c:Send("x")
+        if sent == 25 then ticker:Cancel() end
+      end, nil, 20)
+      read_all(c, function() c:Close() end)
+    end)
+    H.run(fw, math.max(H.TIMEOUT_MS, 10000))
+    local ok, err, ab, ba = the_call(st)
+    assert.same({ false, E.ERROR_SEM_TIMEOUT, 25, 0 }, { ok, err, ab, ba })
+    assert.equal(25, up.received)
+  end)
+
+  it("a pump with an idle limit whose socket or service closes ends once with 995 and leaves no timer", function()
+    for _, how in ipairs{ "socket", "service" } do
+      local fw = H.new()
+      local st
+      local up_port = echo_server(fw, { on_data = function()
+        -- The pump has carried the first bytes: end it now.
+        if how == "socket" then st.a:Close() else fw:Close() end
+      end })
+      local port
+      port, st = pump_proxy(fw, up_port, { idle_ms = 60000 })
+      client(fw, port, function(c)
+        c:Send("ping")
+        read_all(c, function() c:Close() end)
+      end)
+      -- An idle timer left behind would keep run() from returning for a minute.
+      local idle, why = fw:run(math.max(H.TIMEOUT_MS, 10000))
+      assert.same(how == "socket" and { true } or { false, "stopped" }, { idle, why })
+      local ok, err = the_call(st)
+      assert.same({ false, E.ERROR_OPERATION_ABORTED }, { ok, err })
+      assert.equal(0, fw:pending())
+    end
+  end)
+
+  it("refuses an idle limit that is not whole milliseconds of 0 or more, and starts nothing", function()
+    local fw = H.new()
+    local ls, port = H.listener(fw)
+    local a, connected
+    ls:Accept(function(ok, err, _, s) assert(ok, err); a = s end)
+    local c = client(fw, port, function() connected = true end)
+    H.run_until(fw, function() return a ~= nil and connected end)
+    local anchored = fw:anchored()
+    local sink = function() end
+    H.raises("idle milliseconds must be 0 or more", fw.Pump, fw, a, c, sink, nil, FILTER, -1)
+    H.raises("number has no integer representation", fw.Pump, fw, a, c, sink, nil, FILTER, 1.5)
+    H.raises("number expected", fw.Pump, fw, a, c, sink, nil, FILTER, "soon")
+    assert.equal(anchored, fw:anchored())
+    assert.is_nil(fw:pending(true).Pump)
+    -- 0 is no limit: the pump runs as without one.
+    local result
+    fw:Pump(a, c, function(...) result = { ... } end, nil, FILTER, 0)
+    a:Close(); c:Close(); ls:Close()
+    H.run(fw)
+    assert.same({ false, E.ERROR_OPERATION_ABORTED }, { result[1], result[2] })
+  end)
+
   it("fw:Close() while pumping ends the pump with exactly one 995", function()
     local fw = H.new()
     local st
@@ -719,12 +825,13 @@ local function pump_cases()
     assert.equal(995, select(2, the_call(st)))
   end)
 
-  it("a service dropped while pumping is collected with its pump: nothing leaks", function()
+  for _, idle_ms in ipairs{ false, 60000 } do
+  it("a service dropped while pumping" .. (idle_ms and " with an idle limit" or "") .. " is collected with its pump: nothing leaks", function()
     -- Not H.new: nobody closes this service; the collector does (the after-test
     -- check counts the descriptors, dups and pipes included).
     local fw = fwx.new{}
     local up_port = echo_server(fw)
-    local port, st = pump_proxy(fw, up_port)
+    local port, st = pump_proxy(fw, up_port, { idle_ms = idle_ms or nil })
     local c = client(fw, port, function(s) s:Send("x") end)
     for _ = 1, 200 do
       fw:run(10)
@@ -736,6 +843,7 @@ local function pump_cases()
     collectgarbage()
     collectgarbage()
   end)
+  end
 
   it("a connection reset before the pump begins is its notification (64), not a raise", function()
     local fw = H.new()

@@ -91,6 +91,9 @@ int fwx_port_new(fwx_port_t **out);
 void fwx_port_ref(fwx_port_t *port);
 void fwx_port_unref(fwx_port_t *port);
 uv_loop_t *fwx_port_loop(fwx_port_t *port);
+/* The loop's time in ms (uv_now): what the port's timers count from, updated once a
+ * turn of the loop, so reading it costs no system call. */
+uint64_t fwx_port_now(const fwx_port_t *port);
 /* One pointer for the port's owner (a binding keeps its service object there), so
  * that what hangs off the port can find it without a pointer of its own each. */
 void fwx_port_set_owner(fwx_port_t *port, void *owner);
@@ -285,6 +288,11 @@ int fwx_pump_start(fwx_socket_t *a, fwx_socket_t *b, uintptr_t key);
 /* What fwx_pump_start would refuse a and b with (FWX_ECLOSED, FWX_EINVAL, FWX_ESTATE,
  * FWX_EPUMPING, FWX_EBUSY), or 0: for a caller that moves their bytes itself. */
 int fwx_pump_check(fwx_socket_t *a, fwx_socket_t *b);
+/* An idle limit on the pump moving s (either of its sockets): it ends with UV_ETIMEDOUT
+ * (ERROR_SEM_TIMEOUT, 121) once no byte has moved either way for ms, counted from this
+ * call; 0 removes the limit. Returns 1, or 0 when no pump runs on s (one that ended at
+ * once, as fwx_pump_start's sticky errors do). */
+int fwx_pump_idle(fwx_socket_t *s, uint64_t ms);
 int fwx_socket_pumping(const fwx_socket_t *s);
 /* 0: pumps started from now on read and write through a buffer, as where splice(2) is
  * missing (that path also runs when the kernel refuses to splice a descriptor). For

@@ -78,6 +78,7 @@ void fwx_port_unref(fwx_port_t *port) {
 }
 
 uv_loop_t *fwx_port_loop(fwx_port_t *port) { return &port->loop; }
+uint64_t fwx_port_now(const fwx_port_t *port) { return uv_now(&port->loop); }
 void fwx_port_set_owner(fwx_port_t *port, void *owner) { port->owner = owner; }
 void *fwx_port_owner(const fwx_port_t *port) { return port->owner; }
 

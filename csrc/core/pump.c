@@ -25,7 +25,14 @@
  * once everything read before it is written; the other direction goes on. Both ended:
  * success. An error (reset, EPIPE) ends the pump at once with it; closing either
  * socket ends it with 995 (fwx__pump_cancel, from socket.c's close). Bytes read but not
- * yet written are then dropped; the counts say what was written. */
+ * yet written are then dropped; the counts say what was written.
+ *
+ * Idle limit (fwx_pump_idle). A pump given one ends with UV_ETIMEDOUT once no byte has
+ * moved either way for that long: a connection, not a direction, is idle, so a long
+ * download does not time out its silent upload side (Envoy's tcp_proxy idle_timeout,
+ * nginx's proxy_timeout). Moving bytes only notes the loop's time; the timer is armed
+ * for the whole limit and, when it fires early, re-armed for what is left, so a busy
+ * pump touches its timer once per limit, not once per exchange. */
 #include "fwx-int.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -73,8 +80,13 @@ struct fwx__pump {
   uv_write_t barrier[2];  /* zero-byte writes behind the sends libuv had queued */
   unsigned char barrier_pending[2];
   fwx__pump_dir_t dir[2]; /* 0: a -> b, 1: b -> a */
-  int refs;               /* running, each open poll, each pending barrier */
+  int refs;               /* running, each open poll, each pending barrier, the idle
+                             timer once made */
+  uv_timer_t idle;        /* made by the first fwx_pump_idle */
+  uint64_t idle_ms;       /* the idle limit; 0: none */
+  uint64_t active_at;     /* loop time bytes last moved (or the limit was set) */
   unsigned done : 1;
+  unsigned has_idle : 1;  /* idle was initialised: it is closed with the pump */
 };
 
 static int use_splice = 1;
@@ -337,6 +349,7 @@ static int dir_run(fwx__pump_t *p, int d) {
     }
     if (!moved) break;
   }
+  if (round > 0) p->active_at = uv_now(p->poll[d].loop); /* bytes moved: not idle */
   if (dir->eof && !dir->shut && writable && !dir_pending(dir)) {
     /* Everything before the FIN is written: pass it on, after those bytes. */
     if (shutdown(p->fd[1 - d], SHUT_WR) != 0) return failed(p, 1 - d, socket_error(p->fd[1 - d], sys_error()));
@@ -425,6 +438,18 @@ static void barrier_cb(uv_write_t *req, int status) {
 
 static void poll_close_cb(uv_handle_t *h) { pump_unref(h->data); }
 
+/* The idle limit's timer: the pump ends if nothing moved for the whole limit, and the
+ * timer waits out the rest of it if something did. */
+static void idle_cb(uv_timer_t *t) {
+  fwx__pump_t *p = t->data;
+  uint64_t now = uv_now(t->loop), due = p->active_at + p->idle_ms;
+  if (p->done || p->idle_ms == 0) return;
+  if (now >= due)
+    finish(p, UV_ETIMEDOUT);
+  else
+    uv_timer_start(&p->idle, idle_cb, due - now, 0);
+}
+
 /* Give a direction's resources back. Held bytes nothing was written of yet return to
  * the source's reader, so a later Recv still gets them. */
 static void dir_release(fwx__pump_t *p, int d) {
@@ -460,6 +485,7 @@ static void finish(fwx__pump_t *p, int status) {
     p->fd[i] = -1;
     dir_release(p, i);
   }
+  if (p->has_idle) uv_close((uv_handle_t *)&p->idle, poll_close_cb);
   op->bytes = (size_t)p->dir[0].bytes;
   op->out.back = (size_t)p->dir[1].bytes;
   p->op = NULL;
@@ -468,6 +494,27 @@ static void finish(fwx__pump_t *p, int status) {
 }
 
 void fwx__pump_cancel(fwx__pump_t *p) { finish(p, UV_ECANCELED); }
+
+int fwx_pump_idle(fwx_socket_t *s, uint64_t ms) {
+  fwx__pump_t *p = fwx__socket_pump(s);
+  if (p == NULL || p->done) return 0;
+  if (!p->has_idle) {
+    if (ms == 0) return 1;
+    uv_timer_init(p->poll[0].loop, &p->idle); /* cannot fail */
+    p->idle.data = p;
+    p->has_idle = 1;
+    p->refs++; /* its close */
+  }
+  p->idle_ms = ms;
+  if (ms == 0) {
+    uv_timer_stop(&p->idle);
+    return 1;
+  }
+  uv_update_time(p->poll[0].loop); /* count from now, not from the loop's last turn */
+  p->active_at = uv_now(p->poll[0].loop);
+  uv_timer_start(&p->idle, idle_cb, ms, 0);
+  return 1;
+}
 
 static int check_pumpable(fwx_socket_t *s) {
   if (s->closed || fwx__socket_port(s)->closing) return FWX_ECLOSED;

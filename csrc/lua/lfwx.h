@@ -202,6 +202,7 @@ void lfwx_open_resume(lua_State *L);
 
 /* pump.c */
 int lfwx_pump(lua_State *L);
+lua_Integer lfwx_check_idle(lua_State *L, int idx); /* pump.c: nil or ms >= 0 */
 int lfwx_pump_use_splice(lua_State *L);
 
 /* relay.c: the filtered pump, fw:Pump with a filter (pump.c hands it over) */

@@ -14,13 +14,24 @@ static lfwx_socket_t *check_pumped(lua_State *L, int idx, lfwx_service_t *sv) {
   return box;
 }
 
-/* fw:Pump(a, b, sink, userdata [, filter]): with a filter, the filtered pump
- * (relay.c) */
+/* The idle limit at idx: nil (none) or whole ms, 0 or more (0: none). */
+lua_Integer lfwx_check_idle(lua_State *L, int idx) {
+  lua_Integer ms;
+  if (lua_isnil(L, idx)) return 0;
+  ms = luaL_checkinteger(L, idx);
+  luaL_argcheck(L, ms >= 0, idx, "idle milliseconds must be 0 or more");
+  return ms;
+}
+
+/* fw:Pump(a, b, sink, userdata [, filter [, idle_ms]]): with a filter, the filtered
+ * pump (relay.c); with idle_ms, the pump ends with 121 once nothing has moved either way
+ * for that long. */
 int lfwx_pump(lua_State *L) {
   lfwx_service_t *sv;
   lfwx_socket_t *a, *b;
+  lua_Integer idle;
   int slot, r, t;
-  lua_settop(L, 6);
+  lua_settop(L, 7);
   sv = lfwx_check_service(L, 1);
   if (sv->closing || sv->closed) return luaL_error(L, "service is closed");
   a = check_pumped(L, 2, sv);
@@ -29,6 +40,7 @@ int lfwx_pump(lua_State *L) {
   lfwx_check_sink(L, 4, "CompletePump", 0);
   if (!lua_isnil(L, 6))
     luaL_argcheck(L, lua_type(L, 6) == LUA_TFUNCTION, 6, "filter must be a function or nil");
+  idle = lfwx_check_idle(L, 7);
   if (fwx_socket_owned(a->s) || fwx_socket_owned(b->s)) {
     r = FWX_EPUMPING; /* a filtered pump's (the core checks its own) */
   } else if (!lua_isnil(L, 6)) {
@@ -37,7 +49,10 @@ int lfwx_pump(lua_State *L) {
     t = lfwx_push_anchors(L, 1);
     slot = lfwx_anchor(L, sv, t, 2, 4, 5, 3);
     r = fwx_pump_start(a->s, b->s, (uintptr_t)slot);
-    if (r != 0) lfwx_unanchor(L, sv, t, slot);
+    if (r != 0)
+      lfwx_unanchor(L, sv, t, slot);
+    else if (idle > 0)
+      fwx_pump_idle(a->s, (uint64_t)idle); /* 0 if it ended at once: nothing to limit */
   }
   if (r == 0) return 0;
   switch (r) {

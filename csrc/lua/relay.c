@@ -34,16 +34,28 @@
  * queued per direction, whatever the peers do.
  *
  * While it runs, Recv and Pump on either socket raise ("being pumped"); Send and
- * Shutdown do not: a filter may inject bytes (they go out in the order sent). */
+ * Shutdown do not: a filter may inject bytes (they go out in the order sent).
+ *
+ * Idle limit, as the core pump's: with idle_ms, the relay ends with ERROR_SEM_TIMEOUT
+ * (121) once no chunk has come and no marker has come back (no byte has moved either
+ * way) for that long. A chunk only notes the loop's time. The limit is a timer of the
+ * callback style (its box in the relay's user values, whose __gc gives the core timer
+ * back), set for the whole limit and, when it fires early, set again for what is
+ * left: one timer per limit's length of a busy relay, not one per chunk. */
 #include "lfwx.h"
 #include <string.h>
 
 #define RELAY_HIGH_WATER (64 * 1024)
 #define ERROR_CONNECTION_ABORTED 1236
 #define ERROR_OPERATION_ABORTED 995
+#define ERROR_SEM_TIMEOUT 121
 
 /* The relay's user values. */
-enum { RUV_SINK = 1, RUV_UD, RUV_BOX_A, RUV_BOX_B, RUV_MARKER_A, RUV_MARKER_B, RUV_N = RUV_MARKER_B };
+enum {
+  RUV_SINK = 1, RUV_UD, RUV_BOX_A, RUV_BOX_B, RUV_MARKER_A, RUV_MARKER_B,
+  RUV_IDLE, /* the idle limit's timer box, or nil */
+  RUV_N = RUV_IDLE
+};
 /* The upvalues of a direction's receive closure. */
 enum { RECV_RELAY = 1, RECV_NAME, RECV_FILTER, RECV_UD, RECV_DIR };
 /* The upvalues of a direction's marker closure. */
@@ -61,6 +73,9 @@ typedef struct relay {
   fwx_socket_t *s[2];        /* a, b: the boxes in RUV_BOX_* keep them alive */
   relay_dir_t dir[2];        /* 0: a to b ("request"), 1: b to a ("response") */
   int error;                 /* the Win32 code it ended with; 0: success */
+  fwx_port_t *port;
+  uint64_t idle_ms;          /* the idle limit; 0: none */
+  uint64_t active_at;        /* loop time bytes last moved (with an idle limit) */
   unsigned done : 1;         /* ended: what comes back now is only waited for */
   unsigned notified : 1;     /* the sink has been called */
 } relay_t;
@@ -106,6 +121,16 @@ static void notify_when_idle(lua_State *L, relay_t *R, int ridx) {
   lua_settop(L, top);
 }
 
+/* Cancel the idle limit's timer, if it has one that is active: its 995 then finds the
+ * relay done. */
+static void stop_idle(lua_State *L, int ridx) {
+  lfwx_timer_t *box;
+  lua_getiuservalue(L, ridx, RUV_IDLE);
+  box = lfwx_testudata(L, -1, LFWX_TIMER);
+  if (box != NULL && box->t != NULL) fwx_timer_cancel(box->t);
+  lua_pop(L, 1);
+}
+
 /* End the relay with a Win32 code (0: success): the receives still pending are taken
  * back, and the sink hears once they have come back. */
 static void end_relay(lua_State *L, relay_t *R, int ridx, int error) {
@@ -113,9 +138,55 @@ static void end_relay(lua_State *L, relay_t *R, int ridx, int error) {
   if (R->done) return;
   R->done = 1;
   R->error = error;
+  if (R->idle_ms > 0) stop_idle(L, ridx);
   for (i = 0; i < 2; i++)
     if (!fwx_socket_closed(R->s[i])) fwx_socket_cancel_io(R->s[i]);
   notify_when_idle(L, R, ridx);
+}
+
+static int relay_idle(lua_State *L);
+
+/* Set the idle limit's timer for ms, with fw:SetTimer (the service of socket a), its
+ * sink relay_idle; may raise (out of memory). */
+static void start_idle(lua_State *L, int ridx, uint64_t ms) {
+  int top = lua_gettop(L);
+  ridx = lua_absindex(L, ridx);
+  lua_getiuservalue(L, ridx, RUV_BOX_A);
+  lua_getiuservalue(L, -1, LFWX_SOCKET_UV_SERVICE);
+  lua_getfield(L, -1, "SetTimer");
+  lua_insert(L, -2);
+  lua_pushinteger(L, (lua_Integer)ms);
+  lua_pushvalue(L, ridx);
+  lua_pushcclosure(L, relay_idle, 1);
+  lua_call(L, 3, 1);
+  lua_setiuservalue(L, ridx, RUV_IDLE);
+  lua_settop(L, top);
+}
+
+static int start_idle_protected(lua_State *L) {
+  start_idle(L, 1, (uint64_t)lua_tointeger(L, 2));
+  return 0;
+}
+
+/* The idle limit's timer: sink(ok, err, ud). The relay ends if nothing moved for the
+ * whole limit; if something did, the timer is set again for what is left. */
+static int relay_idle(lua_State *L) {
+  int ridx = lua_upvalueindex(1);
+  relay_t *R = lua_touserdata(L, ridx);
+  uint64_t now, due;
+  if (!lua_toboolean(L, 1) || R->done) return 0; /* cancelled at the end, or ended */
+  now = fwx_port_now(R->port);
+  due = R->active_at + R->idle_ms;
+  if (now >= due) {
+    end_relay(L, R, ridx, ERROR_SEM_TIMEOUT);
+    return 0;
+  }
+  lua_pushcfunction(L, start_idle_protected);
+  lua_pushvalue(L, ridx);
+  lua_pushinteger(L, (lua_Integer)(due - now));
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) /* no limit is no bound: end it instead */
+    end_relay(L, R, ridx, fwx_win32_error(UV_ENOMEM));
+  return 0;
 }
 
 /* Receive on direction d's source again. From its own delivery that is one core call;
@@ -210,6 +281,7 @@ static int relay_recv(lua_State *L) {
     return 0;
   }
   dir->bytes += n;
+  if (R->idle_ms > 0) R->active_at = fwx_port_now(R->port);
   lua_settop(L, 3);
   lua_pushcfunction(L, lfwx_traceback);            /* 4 */
   lua_pushvalue(L, lua_upvalueindex(RECV_FILTER));
@@ -268,6 +340,7 @@ static int relay_marker(lua_State *L) {
     end_relay(L, R, ridx, (int)lua_tointeger(L, 2));
     return 0;
   }
+  if (R->idle_ms > 0) R->active_at = fwx_port_now(R->port); /* 64 KiB were written */
   if (!dir->waiting) return 0;
   dir->waiting = 0;
   r = receive(L, ridx, d);
@@ -275,10 +348,11 @@ static int relay_marker(lua_State *L) {
   return 0;
 }
 
-/* fw:Pump(a, b, sink, ud, filter), from lfwx_pump: 1 the service, 2 and 3 the sockets
- * (checked: open, of this service, not the same, not a filtered pump's), 4 the sink
- * (checked), 5 the user data, 6 the filter (a function). Returns 0, or what the core
- * pump would have refused them with, for lfwx_pump to say. */
+/* fw:Pump(a, b, sink, ud, filter, idle_ms), from lfwx_pump: 1 the service, 2 and 3 the
+ * sockets (checked: open, of this service, not the same, not a filtered pump's), 4 the
+ * sink (checked), 5 the user data, 6 the filter (a function), 7 the idle limit
+ * (checked; nil or 0: none). Returns 0, or what the core pump would have refused them
+ * with, for lfwx_pump to say. */
 int lfwx_relay_start(lua_State *L) {
   static const char *const names[2] = { "request", "response" };
   lfwx_socket_t *box[2];
@@ -295,6 +369,7 @@ int lfwx_relay_start(lua_State *L) {
   lua_setiuservalue(L, ridx, RUV_SINK);
   lua_pushvalue(L, 5);
   lua_setiuservalue(L, ridx, RUV_UD);
+  R->port = fwx_socket_port(box[0]->s);
   for (i = 0; i < 2; i++) {
     R->s[i] = box[i]->s;
     lua_pushvalue(L, 2 + i);
@@ -303,6 +378,12 @@ int lfwx_relay_start(lua_State *L) {
     lua_pushinteger(L, i);
     lua_pushcclosure(L, relay_marker, 2);
     lua_setiuservalue(L, ridx, RUV_MARKER_A + i);
+  }
+  /* The idle timer first: if it cannot be set, nothing has started. */
+  if (!lua_isnil(L, 7) && lua_tointeger(L, 7) > 0) {
+    R->idle_ms = (uint64_t)lua_tointeger(L, 7);
+    start_idle(L, ridx, R->idle_ms);
+    R->active_at = fwx_port_now(R->port); /* SetTimer brought the loop's time up to now */
   }
   /* Each source's receive: sink the direction's closure, no user data. */
   for (i = 0; i < 2; i++) {
@@ -324,6 +405,7 @@ int lfwx_relay_start(lua_State *L) {
     r = lfwx_recv_own(L, 3, box[1]);
     if (r != 0) {
       R->done = R->notified = 1;
+      if (R->idle_ms > 0) stop_idle(L, ridx);
       fwx_socket_cancel_io(box[0]->s);
       lua_pushnil(L);
       lua_setiuservalue(L, 3, LFWX_SOCKET_UV_SINK);
@@ -331,6 +413,8 @@ int lfwx_relay_start(lua_State *L) {
     }
   }
   if (r != 0) {
+    R->done = R->notified = 1;
+    if (R->idle_ms > 0) stop_idle(L, ridx);
     for (i = 0; i < 2; i++) {
       lua_pushnil(L);
       lua_setiuservalue(L, 2 + i, LFWX_SOCKET_UV_SINK);
