@@ -257,6 +257,94 @@ describe("the host", function()
     assert.truthy(logs.access[1]:find("end=upstream error=1225", 1, true), logs.access[1])
   end)
 
+  -- A client that sends hello, collects the reply and never ends its side: .reply and
+  -- .done (the host ended it) as client()'s.
+  local function lingering_client(fw, port, hello)
+    local c = fw:CreateNetworkSocket("tcp")
+    local st = { got = {} }
+    c:Connect("127.0.0.1", port, function(ok, err)
+      if not ok then st.done, st.err = true, err; return end
+      st.socket = c
+      c:Send(hello)
+      local function on_recv(rok, rerr, buf)
+        if not rok or #buf == 0 then
+          st.done, st.err, st.reply = true, not rok and rerr or nil, table.concat(st.got)
+          c:Close()
+          return
+        end
+        st.got[#st.got + 1] = tostring(buf)
+        c:Recv(nil, on_recv)
+      end
+      c:Recv(nil, on_recv)
+    end)
+    return st
+  end
+
+  for _, case in ipairs({ { "the core pump", nil }, { "an identity Lua data filter", function() end } }) do
+    it("ends a connection idle for idle_timeout_ms with " .. case[1] .. ": the client sees the end, the log says why", function()
+      local closes = {}
+      local server, logs, ust = proxy({ on_data = case[2], idle_timeout_ms = 150,
+        on_close = function(_, result) closes[#closes + 1] = result end })
+      local fw = server.fw
+      local st = lingering_client(fw, server.port, "hi")
+      H.run_until(fw, function() return #st.got > 0 end)
+      -- Connected and pumping: the connect's timer is gone; a data filter's pump
+      -- holds its idle limit's timer, the core pump holds none of Lua's.
+      assert.equal(case[2] and 1 or nil, fw:pending(true).timer)
+      H.run_until(fw, function() return st.done end)
+      assert.equal("hi", st.reply)
+      assert.is_nil(st.err) -- an orderly end, not a reset
+      finish(server, ust)
+      assert.equal(1, #closes)
+      assert.same({ "idle timeout", E.ERROR_SEM_TIMEOUT, 2, 2 },
+        { closes[1].reason, closes[1].error, closes[1].request_bytes, closes[1].response_bytes })
+      assert.truthy(logs.access[1]:find("request=2 response=2 end=idle timeout error=121", 1, true),
+        logs.access[1])
+    end)
+  end
+
+  it("ends a connection at total_timeout_ms however busy it is", function()
+    local server, logs, ust = proxy({ total_timeout_ms = 200 })
+    local fw = server.fw
+    local st = lingering_client(fw, server.port, "x")
+    -- A byte every 10 ms: never idle, but not allowed to go on.
+    local ticker = fw:SetTimer(10, function(ok)
+      if ok and st.socket and not st.done then st.socket:Send("x") end
+    end, nil, 10)
+    H.run_until(fw, function() return st.done end)
+    ticker:Cancel()
+    finish(server, ust)
+    assert.truthy(#st.reply > 1, "the connection was cut before bytes flowed")
+    assert.truthy(logs.access[1]:find("end=total timeout error=121", 1, true), logs.access[1])
+  end)
+
+  it("ends a connection whose upstream does not answer within connect_timeout_ms", function()
+    local fw = service()
+    -- An upstream whose accept queue is full: the kernel drops further SYNs, so a
+    -- connect to it waits. Fillers connect until one of them waits too.
+    local ls, port = H.listener(fw, 1)
+    local fillers, waiting = {}, false
+    repeat
+      local f = fw:CreateNetworkSocket("tcp")
+      local connected = false
+      f:Connect("127.0.0.1", port, function(ok) connected = ok end)
+      fillers[#fillers + 1] = f
+      local ok = pcall(H.run_until, fw, function() return connected end, 300)
+      waiting = not ok
+    until waiting or #fillers == 64
+    assert.is_true(waiting, "the upstream's queue never filled")
+    local closes = {}
+    local server, logs = start(fw, { upstream = ("127.0.0.1:%d"):format(port), connect_timeout_ms = 100,
+      on_close = function(_, result) closes[#closes + 1] = result end })
+    local st = client(fw, server.port, { "x" })
+    H.run_until(fw, function() return st.done end)
+    for _, f in ipairs(fillers) do f:Close(true) end
+    ls:Close()
+    finish(server)
+    assert.same({ "connect timeout", E.ERROR_SEM_TIMEOUT }, { closes[1].reason, closes[1].error })
+    assert.truthy(logs.access[1]:find("end=connect timeout error=121", 1, true), logs.access[1])
+  end)
+
   it("refuses connections past max_connections", function()
     local server, logs, ust = proxy({ max_connections = 2 }, { hold = true })
     local socks = {}
@@ -348,6 +436,12 @@ describe("the host", function()
       { "port 70000 is out of range", { upstream = "127.0.0.1:70000" } },
       { "shutdown_timeout_ms must be an integer of 0 or more",
         { upstream = "127.0.0.1:1", shutdown_timeout_ms = -1 } },
+      { "idle_timeout_ms must be an integer of 0 or more (ms; 0: no limit), got -1",
+        { upstream = "127.0.0.1:1", idle_timeout_ms = -1 } },
+      { "connect_timeout_ms must be an integer of 0 or more (ms; 0: no limit), got 1.5",
+        { upstream = "127.0.0.1:1", connect_timeout_ms = 1.5 } },
+      { "total_timeout_ms must be an integer of 0 or more (ms; 0: no limit), got soon",
+        { upstream = "127.0.0.1:1", total_timeout_ms = "soon" } },
       { "access_log must be true, false or a function", { upstream = "127.0.0.1:1", access_log = 1 } },
     }) do
       H.raises(case[1], host.start, case[2])

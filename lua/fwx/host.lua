@@ -9,6 +9,9 @@
 --     on_close  = function(conn, result) ... end,
 --     failure = "closed",                   -- or "open": what a raising filter means
 --     max_connections = 10000,              -- per worker
+--     connect_timeout_ms = 10000,           -- for the upstream's connect
+--     idle_timeout_ms = 600000,             -- no byte either way for this long ends it
+--     total_timeout_ms = 0,                 -- a connection's whole life; 0: no limit
 --     threads = 1,                          -- worker threads (fwx.serve), each
 --                                           -- listening on the port (SO_REUSEPORT)
 --     shutdown_timeout_ms = 30000,          -- how long SIGTERM lets connections drain
@@ -28,6 +31,7 @@ local fwx = require "fwx"
 local M = {}
 
 local ERROR_OPERATION_ABORTED = 995
+local ERROR_SEM_TIMEOUT = 121
 local DIRECTIONS = { request = true, response = true }
 
 -- "host:port" or "[v6]:port" -> host, port.
@@ -72,6 +76,18 @@ local function check_filter(filter)
   f.max_connections = filter.max_connections or 10000
   if math.type(f.max_connections) ~= "integer" or f.max_connections < 1 then
     error("max_connections must be a positive integer", 0)
+  end
+  -- Limits in time, 0 for none. The defaults: Envoy's and HAProxy's advice for a
+  -- connect (a few seconds), nginx's proxy_timeout for idleness (10 minutes), and no
+  -- limit on a connection that keeps moving bytes, as neither of them sets one.
+  for name, default in pairs({ connect_timeout_ms = 10000, idle_timeout_ms = 600000,
+                               total_timeout_ms = 0 }) do
+    local ms = filter[name]
+    if ms == nil then ms = default end
+    if math.type(ms) ~= "integer" or ms < 0 then
+      error(("%s must be an integer of 0 or more (ms; 0: no limit), got %s"):format(name, tostring(ms)), 0)
+    end
+    f[name] = ms
   end
   f.threads = filter.threads or 1
   if math.type(f.threads) ~= "integer" or f.threads < 1 or f.threads > 1024 then
@@ -209,6 +225,7 @@ function M.start(filter, fw)
     return true, res
   end
   local on_data = f.on_data
+  local idle_ms = f.idle_timeout_ms > 0 and f.idle_timeout_ms or nil
   if on_data ~= nil and f.failure == "open" then
     on_data = function(conn, direction, buf)
       local fine, out = call_filter(conn, "on_data", conn, direction, buf)
@@ -233,6 +250,7 @@ function M.start(filter, fw)
     -- The pump's counts come with its notification, which closing the sockets
     -- brings: a connection ended while it runs is told of and logged then.
     local pumping, ending = false, nil
+    local connect_timer, total_timer -- the limits in time that are timers of their own
 
     local function complete(reason, err)
       server.connections = server.connections - 1
@@ -251,6 +269,8 @@ function M.start(filter, fw)
       if conn.closed then return end
       conn.closed = true
       open[conn] = nil
+      if connect_timer ~= nil then connect_timer:Cancel() end
+      if total_timer ~= nil then total_timer:Cancel() end
       client:Close()
       upstream:Close()
       if pumping then
@@ -272,8 +292,20 @@ function M.start(filter, fw)
         return finish(fine and "refused by the filter" or "filter error")
       end
     end
+    if f.total_timeout_ms > 0 then
+      total_timer = fw:SetTimer(f.total_timeout_ms, function(ok)
+        if ok then finish("total timeout", ERROR_SEM_TIMEOUT) end
+      end)
+    end
+    if f.connect_timeout_ms > 0 then
+      connect_timer = fw:SetTimer(f.connect_timeout_ms, function(ok)
+        connect_timer = nil
+        if ok then finish("connect timeout", ERROR_SEM_TIMEOUT) end -- closing ends the Connect
+      end)
+    end
     upstream:Connect(f.upstream_host, f.upstream_port, function(ok, err)
       if conn.closed then return end
+      if connect_timer ~= nil then connect_timer:Cancel(); connect_timer = nil end
       if not ok then return finish("upstream", err) end
       -- With on_data, the filtered pump: every chunk through on_data(conn,
       -- direction, buf); without, the core pump.
@@ -281,8 +313,9 @@ function M.start(filter, fw)
         pumping = false
         conn.request_bytes, conn.response_bytes = up, down
         if ending then return complete(ending[1], ending[2]) end
-        finish(pok and "eof" or "error", not pok and perr or nil)
-      end, conn, on_data)
+        if pok then return finish("eof") end
+        finish(perr == ERROR_SEM_TIMEOUT and "idle timeout" or "error", perr)
+      end, conn, on_data, idle_ms)
       pumping = true -- after the call: its notification never comes inside it
     end)
   end
@@ -338,8 +371,9 @@ end
 local USAGE = [[
 usage: fwx run FILTER.lua [--listen HOST:PORT] [--upstream HOST:PORT] [--threads N]
   Serves FILTER.lua, a Lua file that returns the filter table (listen, upstream,
-  on_accept, on_data, on_close, failure, max_connections, shutdown_timeout_ms,
-  threads, access_log, error_log); the options override its fields. SIGTERM or
+  on_accept, on_data, on_close, failure, max_connections, connect_timeout_ms,
+  idle_timeout_ms, total_timeout_ms, shutdown_timeout_ms, threads, access_log,
+  error_log); the options override its fields. SIGTERM or
   SIGINT drains the open connections and exits; a second one ends them at once.]]
 
 -- FILTER.lua called with fw, and the command line's overrides applied: the filter.
