@@ -72,9 +72,7 @@ static int push_kept(lua_State *L, int svidx, uintptr_t key) {
   return keep + 2;
 }
 
-/* Take the socket s out of the keep slot it holds (its mark says it holds one: the
- * slot of its last receive's key). svidx: the service box. */
-void lfwx_unkeep(lua_State *L, lfwx_service_t *sv, int svidx, fwx_socket_t *s) {
+static void unkeep(lua_State *L, lfwx_service_t *sv, int svidx, fwx_socket_t *s) {
   int slot = (int)(fwx_socket_recv_key(s) >> LFWX_A_WIDTH), at;
   lua_getiuservalue(L, svidx, LFWX_UV_KEEP);
   at = lfwx_keep_chunk(L, lua_gettop(L), slot);
@@ -83,6 +81,16 @@ void lfwx_unkeep(lua_State *L, lfwx_service_t *sv, int svidx, fwx_socket_t *s) {
   lua_pop(L, 2);
   lfwx_slot_give(&sv->kept, slot);
   fwx_socket_set_mark(s, 0);
+}
+
+/* Take the socket s out of the keep slot it holds (its mark says it holds one: the
+ * slot of its last receive's key). svidx: the service box. A socket out of its slot
+ * may be collected: the end of the round must not find it among those to let go. */
+void lfwx_unkeep(lua_State *L, lfwx_service_t *sv, int svidx, fwx_socket_t *s) {
+  int i;
+  for (i = sv->let_go_n - 1; i >= 0; i--)
+    if (sv->let_go[i] == s) sv->let_go[i] = sv->let_go[--sv->let_go_n];
+  unkeep(L, sv, svidx, s);
 }
 
 void lfwx_slot_give(lfwx_slots_t *slots, int slot) {
@@ -221,6 +229,33 @@ static void let_go_unless_receiving(lua_State *L, lfwx_service_t *sv, int svidx,
   fwx_socket_t *s = ((lfwx_socket_t *)lua_touserdata(L, boxidx))->s;
   if (s != NULL && fwx_socket_mark(s) && !fwx_socket_receiving(s))
     lfwx_unkeep(L, sv, svidx, s);
+}
+
+/* The same, at the end of the round: a handler that did not receive again often
+ * receives in the next packet's (an awaited echo resumes its coroutine for the
+ * receive, then for the send, and only then receives), and a socket still in its slot
+ * receives again with one core call. Letting the slot go after each handler and
+ * taking one again cost an awaited echo about 700 of its 8 800 instructions a
+ * message. Until the end of the round the slot only keeps the socket from being
+ * collected a little longer. The socket is noted by its pointer: while it holds its
+ * slot its box cannot be collected, and the one way out of the slot before the end of
+ * the round, lfwx_unkeep, takes it off the list. */
+static void let_go_later(lua_State *L, lfwx_service_t *sv, int svidx, int boxidx) {
+  fwx_socket_t *s = ((lfwx_socket_t *)lua_touserdata(L, boxidx))->s;
+  if (s == NULL || !fwx_socket_mark(s) || fwx_socket_receiving(s)) return;
+  if (sv->let_go_n < LFWX_LET_GO_MAX)
+    sv->let_go[sv->let_go_n++] = s; /* perhaps again: the end of the round checks */
+  else
+    lfwx_unkeep(L, sv, svidx, s); /* a nested dispatcher filled it */
+}
+
+/* The end of a round: let go the slots of the sockets noted by let_go_later that are
+ * still not receiving. */
+static void let_go_noted(lua_State *L, lfwx_service_t *sv, int svidx) {
+  while (sv->let_go_n > 0) {
+    fwx_socket_t *s = sv->let_go[--sv->let_go_n];
+    if (fwx_socket_mark(s) && !fwx_socket_receiving(s)) unkeep(L, sv, svidx, s);
+  }
 }
 
 /* How many arguments the function at fn can see: a Lua function without "..." drops
@@ -383,7 +418,7 @@ static void deliver(lua_State *L, lfwx_service_t *sv, int svidx, int tidx, int m
     lua_call(L, nargs, 0);
   else if (lua_pcall(L, nargs, 0, msgh) != LUA_OK)
     lfwx_report(L, svidx, obj, kind);
-  if (kept) let_go_unless_receiving(L, sv, svidx, obj);
+  if (kept) let_go_later(L, sv, svidx, obj);
   lua_settop(L, top);
   if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
 }
@@ -605,6 +640,7 @@ int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_
       if (debug_gc) lua_gc(L, LUA_GCSTEP, 0);
       if (r.left == left) break;
     }
+    let_go_noted(L, sv, svidx);
     lfwx_ring_sweep(sv); /* let what was delivered be collected */
     if (!drain && (sv->stop || sv->closed)) break;
     if (fwx_port_pending(port) == 0) {

@@ -66,11 +66,17 @@ typedef struct lfwx_slots {
   int live;
 } lfwx_slots_t;
 
+/* Keep slots whose socket's handler ended without receiving again, to be let go at
+ * the end of the round (dispatch.c); as many as a round delivers packets. */
+#define LFWX_LET_GO_MAX 256
+
 typedef struct lfwx_service {
   LFWX_TAG;
   fwx_port_t *port;
   lfwx_slots_t anchors;    /* rows of the anchor table */
   lfwx_slots_t kept;       /* slots of the keep table */
+  int let_go_n;            /* dispatch.c: entries of let_go */
+  fwx_socket_t *let_go[LFWX_LET_GO_MAX];
   lua_State *ring;         /* ring.c: the stack its values sit on */
   int ring_head;           /* slots at the bottom already delivered */
   int ring_top;            /* slots in use, delivered or not */
