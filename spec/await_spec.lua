@@ -789,6 +789,77 @@ describe("the await style", function()
     end)
   end)
 
+  describe("what an awaited send anchors", function()
+    -- An awaited Recv or Send anchors only its coroutine and its buffer (the socket is
+    -- held by the suspended call): these try to get either collected in flight.
+
+    -- Read everything that comes on s; st.total, and st.tail its last 4096 bytes.
+    local function drain(s, st)
+      st.total, st.tail = 0, ""
+      local function on_recv(ok, _, buf)
+        if not ok or #buf == 0 then return end
+        st.total = st.total + #buf
+        st.tail = (st.tail .. tostring(buf)):sub(-4096)
+        s:Recv(nil, on_recv)
+      end
+      s:Recv(nil, on_recv)
+    end
+
+    it("a coroutine held by nothing but its pending send survives full collections, and so does the buffer", function()
+      local fw = H.new()
+      local got, peer = {}, nil
+      with_pair(fw, function(c, s)
+        peer = s
+        clog(fw, c) -- every send from here on waits for the peer
+        local b = fw:CreateBuffer(4096)
+        b:Append(("b"):rep(4096))
+        got.sent = { c:send(b) }
+        got.same = got.sent[3] == b
+        c:Close()
+      end)
+      H.run_until(fw, function() return peer ~= nil and fw:pending(true).Send == 2 end)
+      for _ = 1, 3 do collectgarbage() end
+      local st = {}
+      drain(peer, st)
+      H.run_until(fw, function() return got.sent ~= nil end)
+      assert.same({ true, 0 }, { got.sent[1], got.sent[2] })
+      assert.is_true(got.same)
+      H.run_until(fw, function() return st.total > 0 and #st.tail == 4096 and st.tail:sub(-1) == "b" end)
+      assert.equal(("b"):rep(4096), st.tail)
+      peer:Close()
+      H.run(fw)
+    end)
+
+    it("a buffer whose send waits stays anchored when its coroutine is resumed by hand and ends", function()
+      local fw, errors = H.collecting()
+      local co, peer, client
+      with_pair(fw, function(c, s)
+        peer, client = s, c
+        clog(fw, c)
+        co = coroutine.running()
+        local b = fw:CreateBuffer(4096)
+        b:Append(("q"):rep(4096))
+        c:send(b) -- resumed by hand below: returns at once, and the coroutine ends
+      end)
+      H.run_until(fw, function() return co ~= nil and fw:pending(true).Send == 2 end)
+      assert.is_true(coroutine.resume(co)) -- misuse: nothing of fwx resumed it
+      assert.equal("dead", coroutine.status(co))
+      for _ = 1, 3 do collectgarbage() end -- the buffer is held by its anchor alone
+      local st = {}
+      drain(peer, st)
+      H.run_until(fw, function() return #errors > 0 end)
+      -- the send completed into a coroutine that no longer waits: reported, once
+      assert.equal(1, #errors)
+      assert.truthy(errors[1]:find("cannot resume the coroutine", 1, true), errors[1])
+      for i = #errors, 1, -1 do errors[i] = nil end
+      client:Shutdown()
+      H.run_until(fw, function() return st.tail:sub(-1) == "q" end)
+      assert.equal(("q"):rep(4096), st.tail) -- its bytes, not a freed buffer's
+      client:Close(); peer:Close()
+      H.run(fw)
+    end)
+  end)
+
   describe("UDP", function()
     it("recv returns the sender's address; sendto answers it", function()
       local fw = H.new()

@@ -49,6 +49,11 @@ enum { LFWX_RING_WIDTH = 3, LFWX_RING_SLOTS = 1024 * LFWX_RING_WIDTH };
 enum { LFWX_SOCKET_UV_SERVICE = 1, LFWX_SOCKET_UV_SINK = 2, LFWX_SOCKET_UV_UD = 3,
        LFWX_SOCKET_NUV = 3 };
 #define LFWX_KEY_IS_KEPT(key) (((key) & ((1 << LFWX_A_WIDTH) - 1)) == 0)
+/* An awaited socket operation (sink core.wake_io, user data the coroutine) anchors
+ * only the coroutine and the buffer: no sink bit, and the delivery calls wake_io. The
+ * socket needs no anchor of its own: the suspended call holds it (and the coroutine is
+ * anchored). lfwx_anchor_awaited says whether a start is one. */
+#define LFWX_KEY_IS_AWAITED(key) (((key) & 1) == 0 && !LFWX_KEY_IS_KEPT(key))
 /* The keep table's slots are in chunks, tables made at full size: one array grown by
  * doubling is up to twice as large as what it holds (29 bytes per connection at 9000
  * connections, 16 in chunks). */
@@ -135,6 +140,8 @@ int lfwx_fail(lua_State *L, int err);     /* nil, message, win32 code */
 /* dispatch.c */
 extern const char *const lfwx_op_names[FWX_OP_LAST + 1]; /* "Accept", "Recv", "timer" */
 /* tidx: the service's anchor table on the stack (lfwx_push_anchors). */
+int lfwx_anchor_io(lua_State *L, lfwx_service_t *sv, int tidx, int obj_idx, int sink_idx,
+                   int ud_idx, int extra_idx);
 int lfwx_anchor(lua_State *L, lfwx_service_t *sv, int tidx, int obj_idx, int sink_idx,
                 int ud_idx, int extra_idx);
 void lfwx_unanchor(lua_State *L, lfwx_service_t *sv, int tidx, int key);
@@ -205,6 +212,7 @@ int lfwx_open_timer(lua_State *L);
 int lfwx_set_timer(lua_State *L);
 int lfwx_set_signal(lua_State *L);
 void lfwx_open_resume(lua_State *L);
+int lfwx_wake_io(lua_State *L); /* core.wake_io, the awaited calls' sink */
 
 /* pump.c */
 int lfwx_pump(lua_State *L);

@@ -52,7 +52,7 @@ static lua_State *check_waiting(lua_State *L, int idx, int nargs) {
 }
 
 /* core.wake_io(ok, err, buffer, co, address): the Recv/Send/SendTo sink. */
-static int l_wake_io(lua_State *L) {
+int lfwx_wake_io(lua_State *L) {
   lua_State *co = check_waiting(L, 4, 4);
   lua_settop(L, 5);
   lua_pushvalue(L, 1);
@@ -152,7 +152,7 @@ static int awaited_io(lua_State *L, int sending) {
     ms = lua_tonumber(L, 3);
   }
   lua_settop(L, 2);
-  lua_pushcfunction(L, l_wake_io); /* the sink, and this coroutine its user data */
+  lua_pushcfunction(L, lfwx_wake_io); /* the sink, and this coroutine its user data */
   lua_pushthread(L);
   if (sending)
     lfwx_socket_send(L);
@@ -204,7 +204,7 @@ static int l_deadline_send(lua_State *L) {
 void lfwx_open_resume(lua_State *L) {
   lua_pushlightuserdata(L, (void *)&waiting_token);
   lua_setfield(L, -2, "WAITING");
-  lua_pushcfunction(L, l_wake_io);
+  lua_pushcfunction(L, lfwx_wake_io);
   lua_setfield(L, -2, "wake_io");
   lua_pushcfunction(L, l_step);
   lua_setfield(L, -2, "step");

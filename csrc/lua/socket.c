@@ -199,7 +199,7 @@ int lfwx_socket_recv(lua_State *L) {
     lua_pop(L, 1);
   }
   sv = open_service(L, box, &t);
-  slot = lfwx_anchor(L, sv, t, 1, 3, 4, buf != NULL ? 2 : 0);
+  slot = lfwx_anchor_io(L, sv, t, 1, 3, 4, 2);
   r = fwx_socket_recv(box->s, buf, (uintptr_t)slot);
   if (r != 0) return start_failed(L, sv, t, slot, r);
   return 0;
@@ -225,7 +225,7 @@ static int do_send(lua_State *L, const struct sockaddr *to, int sink_idx) {
   if (notify) {
     lua_settop(L, sink_idx + 1); /* the user data may be absent */
     open_service(L, box, &svidx);
-    slot = lfwx_anchor(L, sv, svidx, 1, sink_idx, sink_idx + 1, 2);
+    slot = lfwx_anchor_io(L, sv, svidx, 1, sink_idx, sink_idx + 1, 2);
   } else if (buf != NULL) {
     data = fwx_buffer_data(buf);
     len = fwx_buffer_size(buf);
