@@ -345,6 +345,73 @@ describe("the host", function()
     assert.truthy(logs.access[1]:find("end=connect timeout error=121", 1, true), logs.access[1])
   end)
 
+  -- Parse Prometheus text: { ["name{labels}"] = value }, and the sum of each name.
+  local function parse_metrics(text)
+    local series, sums = {}, {}
+    for line in text:gmatch("[^\n]+") do
+      if not line:find("^#") then
+        local name, labels, value = line:match("^([%w_]+){(.-)} (%S+)$")
+        assert.truthy(name, "not a series line: " .. line)
+        series[name .. "{" .. labels .. "}"] = tonumber(value)
+        sums[name] = (sums[name] or 0) + tonumber(value)
+      end
+    end
+    return series, sums
+  end
+
+  -- A shell command in the background; returns a function giving its output once it
+  -- has ended (nil before). LD_PRELOAD is cleared: curl hangs under `make asan`'s.
+  local function background(cmd)
+    local out = os.tmpname()
+    os.execute(("(LD_PRELOAD= %s > %s.tmp 2>&1; mv %s.tmp %s.done) &"):format(cmd, out, out, out))
+    return function()
+      local f = io.open(out .. ".done")
+      if not f then return nil end
+      local text = f:read("a")
+      f:close()
+      os.remove(out .. ".done")
+      os.remove(out)
+      return text
+    end
+  end
+
+  it("counts connections, bytes, ends by reason and time in Lua, and serves them to curl as Prometheus text", function()
+    local server, logs, ust = proxy({ metrics_listen = "127.0.0.1:0", max_connections = 2,
+      on_accept = function(conn) return conn.id ~= 1 end }, { hold = true })
+    local fw = server.fw
+    assert.truthy(server.metrics_url:match("^http://127%.0%.0%.1:%d+/metrics$"), server.metrics_url)
+    -- the first refused by on_accept, two open (the upstream holds them), a fourth
+    -- reset at max_connections
+    local refused = client(fw, server.port, { "no" })
+    H.run_until(fw, function() return refused.done end)
+    local held = {}
+    for i = 1, 2 do held[i] = lingering_client(fw, server.port, tostring(i):rep(10 * i)) end
+    H.run_until(fw, function() return #ust.received == 2 end)
+    local past = fw:CreateNetworkSocket("tcp")
+    past:Connect("127.0.0.1", server.port, function() end)
+    H.run_until(fw, function() return server.accepted == 4 and #logs.access == 2 end)
+    local m = server.metrics()
+    assert.same({ 2, 4, 1, 1 }, { m.open, m.accepted, m.refused, m.ended["refused by the filter"] })
+    -- the two held ones end: their clients close
+    for i = 1, 2 do held[i].socket:Close() end
+    H.run_until(fw, function() return server.connections == 0 end)
+    local done = background(("curl -s --max-time 5 %s"):format(server.metrics_url))
+    local text
+    H.run_until(fw, function() text = done(); return text ~= nil end, 10000)
+    past:Close()
+    finish(server, ust)
+    local series, sums = parse_metrics(text)
+    assert.equal(0, series['fwx_connections_open{worker="1"}'])
+    assert.equal(4, series['fwx_connections_accepted_total{worker="1"}'])
+    assert.equal(1, series['fwx_connections_refused_total{worker="1"}'])
+    assert.equal(1, series['fwx_connections_ended_total{worker="1",reason="refused by the filter"}'])
+    assert.equal(3, sums.fwx_connections_ended_total)
+    assert.equal(30, series['fwx_bytes_total{worker="1",direction="request"}'])
+    assert.is_true(series['fwx_lua_seconds_total{worker="1"}'] > 0)
+    assert.is_true(series['fwx_notifications_total{worker="1"}'] > 0)
+    assert.truthy(text:find("# TYPE fwx_connections_open gauge\n", 1, true), text)
+  end)
+
   it("refuses connections past max_connections", function()
     local server, logs, ust = proxy({ max_connections = 2 }, { hold = true })
     local socks = {}
@@ -443,6 +510,7 @@ describe("the host", function()
       { "total_timeout_ms must be an integer of 0 or more (ms; 0: no limit), got soon",
         { upstream = "127.0.0.1:1", total_timeout_ms = "soon" } },
       { "access_log must be true, false or a function", { upstream = "127.0.0.1:1", access_log = 1 } },
+      { "metrics_listen must be \"host:port\", got \"9100\"", { upstream = "127.0.0.1:1", metrics_listen = "9100" } },
     }) do
       H.raises(case[1], host.start, case[2])
     end
@@ -514,6 +582,33 @@ describe("the host", function()
       assert.equal("before after", echoed)
       assert.truthy(late:find("rc=1", 1, true), late) -- refused
       assert.truthy(log:find("end=eof", 1, true), log)
+      assert.truthy(log:find("fwx: stopped\nexit=0", 1, true), log)
+    end)
+
+    it("with --threads 2 and --metrics, one endpoint serves both workers' figures", function()
+      local up_out, up_port = echo_process()
+      local host_out, port, pid = host_process("examples/filters/uppercase.lua",
+        "--threads 2 --metrics 127.0.0.1:0 --upstream 127.0.0.1:" .. up_port)
+      local url = wait_for(host_out, "metrics on (http://127%.0%.0%.1:%d+/metrics)")
+      H.sh(("for i in $(seq 1 20); do printf x | timeout 5 nc -N 127.0.0.1 %s; done"):format(port))
+      wait_for(host_out, ("end=eof"):rep(20, ".-"))
+      -- Worker 2 publishes its figures once a second: read until all 20 are there.
+      local series, sums, text
+      for _ = 1, 60 do
+        text = H.sh(("LD_PRELOAD= curl -s --max-time 5 %s"):format(url))
+        series, sums = parse_metrics(text)
+        if sums.fwx_connections_ended_total == 20 then break end
+        os.execute("sleep 0.1")
+      end
+      os.execute("kill -TERM " .. pid)
+      local _, log = wait_for(host_out, "exit=%d+")
+      os.execute(("kill $(cat %s.pid) 2>/dev/null"):format(up_out))
+      for _, p in ipairs({ up_out, up_out .. ".pid", host_out }) do os.remove(p) end
+      assert.equal(20, sums.fwx_connections_ended_total, text)
+      assert.equal(20, sums.fwx_connections_accepted_total, text)
+      assert.equal(20, sums.fwx_bytes_total / 2, text) -- 1 byte each way each
+      assert.is_not_nil(series['fwx_notifications_total{worker="1"}'], text)
+      assert.is_not_nil(series['fwx_notifications_total{worker="2"}'], text)
       assert.truthy(log:find("fwx: stopped\nexit=0", 1, true), log)
     end)
 

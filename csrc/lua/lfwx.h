@@ -80,6 +80,8 @@ typedef struct lfwx_service {
   fwx_port_t *port;
   lfwx_slots_t anchors;    /* rows of the anchor table */
   lfwx_slots_t kept;       /* slots of the keep table */
+  uint64_t delivered;      /* dispatch.c: notifications delivered (fw:stats) */
+  uint64_t lua_ns;         /* dispatch.c: time spent delivering them, in ns */
   int let_go_n;            /* dispatch.c: entries of let_go */
   fwx_socket_t *let_go[LFWX_LET_GO_MAX];
   lua_State *ring;         /* ring.c: the stack its values sit on */

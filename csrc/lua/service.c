@@ -160,6 +160,21 @@ static int l_pending(lua_State *L) {
   return 1;
 }
 
+/* stats() -> { notifications = delivered so far, lua_seconds = the time the dispatcher
+ * spent delivering them (the handlers, Lua and what they call), polls = the times
+ * the port polled for I/O }: what a host's metrics report as time in Lua. */
+static int l_stats(lua_State *L) {
+  lfwx_service_t *sv = lfwx_check_service(L, 1);
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, (lua_Integer)sv->delivered);
+  lua_setfield(L, -2, "notifications");
+  lua_pushnumber(L, (lua_Number)sv->lua_ns / 1e9);
+  lua_setfield(L, -2, "lua_seconds");
+  lua_pushinteger(L, sv->port != NULL ? (lua_Integer)fwx_port_polls(sv->port) : 0);
+  lua_setfield(L, -2, "polls");
+  return 1;
+}
+
 static int l_anchored(lua_State *L) {
   lfwx_service_t *sv = lfwx_check_service(L, 1);
   lua_pushinteger(L, sv->anchors.live + sv->kept.live + sv->ring_count);
@@ -255,6 +270,7 @@ int lfwx_open_service(lua_State *L) {
     {"Close", l_close},
     {"pending", l_pending},
     {"anchored", l_anchored},
+    {"stats", l_stats},
     {"CreateNetworkSocket", l_create_socket},
     {"CreateBuffer", lfwx_create_buffer},
     {"CreateConstBuffer", lfwx_create_const_buffer},

@@ -15,6 +15,7 @@
 --     threads = 1,                          -- worker threads (fwx.serve), each
 --                                           -- listening on the port (SO_REUSEPORT)
 --     shutdown_timeout_ms = 30000,          -- how long SIGTERM lets connections drain
+--     metrics_listen = "127.0.0.1:9100",    -- Prometheus metrics there; nil: none
 --     access_log = true,                    -- stderr; a function(line); false: none
 --     error_log = true,                     -- where filter errors go, the same way
 --   }
@@ -27,6 +28,7 @@
 -- ends the connection. Each direction stops reading while about 128 KiB it sent are
 -- not yet written (backpressure), as the benchmark's proxies do.
 local fwx = require "fwx"
+local metrics = require "fwx.host_metrics"
 
 local M = {}
 
@@ -58,6 +60,9 @@ local function check_filter(filter)
   local f = {}
   f.listen_host, f.listen_port = endpoint(filter.listen or "127.0.0.1:7000", "listen")
   f.upstream_host, f.upstream_port = endpoint(filter.upstream, "upstream")
+  if filter.metrics_listen ~= nil then
+    f.metrics_host, f.metrics_port = endpoint(filter.metrics_listen, "metrics_listen")
+  end
   for _, name in ipairs({ "on_accept", "on_data", "on_close" }) do
     local fn = filter[name]
     if fn ~= nil and type(fn) ~= "function" then
@@ -183,6 +188,7 @@ function M.start(filter, fw)
     error("host.start: the service must come from host.service()", 2)
   end
   local server = { connections = 0, accepted = 0 }
+  local counts = metrics.counters()
   local open = {}        -- the open connections (for a shutdown that ends them)
   local draining = false -- server.shutdown was called, and connections are left
   local drain_timer      -- its deadline
@@ -254,6 +260,7 @@ function M.start(filter, fw)
 
     local function complete(reason, err)
       server.connections = server.connections - 1
+      metrics.ended(counts, reason, conn.request_bytes, conn.response_bytes)
       local result = { reason = reason, error = err, request_bytes = conn.request_bytes,
                        response_bytes = conn.response_bytes }
       if f.on_close then call_filter(conn, "on_close", conn, result) end
@@ -328,7 +335,9 @@ function M.start(filter, fw)
     listening:Accept(on_accept) -- first: the next client is not kept waiting
     if ok then
       server.accepted = server.accepted + 1
+      counts.accepted = counts.accepted + 1
       if server.connections >= f.max_connections then
+        counts.refused = counts.refused + 1
         accepted:Close(true)
         if f.access_log then
           f.access_log(("fwx: conn=%d client=%s end=refused (max_connections %d)")
@@ -341,8 +350,29 @@ function M.start(filter, fw)
   end
   ls:Accept(on_accept)
 
+  --- server.metrics() -> this worker's figures now: open, accepted, refused, ended (by
+  -- reason), request_bytes, response_bytes (of ended connections), lua_seconds,
+  -- notifications.
+  function server.metrics() return metrics.snapshot(counts, fw, server.connections) end
+  local served -- the metrics endpoint (and, under fwx.serve, the publishing of them)
+  if f.metrics_host ~= nil then
+    local fine, handle = pcall(metrics.start, fw, { name = ("%s:%d"):format(f.listen_host, server.port),
+      snapshot = server.metrics, host = f.metrics_host, port = f.metrics_port })
+    if not fine then
+      ls:Close()
+      error(handle, 0)
+    end
+    served = handle
+    server.metrics_port = handle.port
+    if handle.port then
+      server.metrics_url = ((f.metrics_host:find(":", 1, true) and "http://[%s]:%d/metrics"
+        or "http://%s:%d/metrics")):format(f.metrics_host, handle.port)
+    end
+  end
+
   function server.close()
     ls:Close()
+    if served then served.close() end
   end
 
   --- server.shutdown(ms [, when_drained]): stop accepting, let the open connections
@@ -351,6 +381,7 @@ function M.start(filter, fw)
   -- pending, so fw:run() returns once the rest of its work is done.
   function server.shutdown(ms, when_drained)
     ls:Close()
+    if served then served.close() end
     if drain_timer ~= nil then drain_timer:Cancel(); drain_timer = nil end
     on_drained = when_drained or on_drained
     local function end_all()
@@ -370,10 +401,11 @@ end
 
 local USAGE = [[
 usage: fwx run FILTER.lua [--listen HOST:PORT] [--upstream HOST:PORT] [--threads N]
+                          [--metrics HOST:PORT]
   Serves FILTER.lua, a Lua file that returns the filter table (listen, upstream,
   on_accept, on_data, on_close, failure, max_connections, connect_timeout_ms,
-  idle_timeout_ms, total_timeout_ms, shutdown_timeout_ms, threads, access_log,
-  error_log); the options override its fields. SIGTERM or
+  idle_timeout_ms, total_timeout_ms, shutdown_timeout_ms, threads, metrics_listen,
+  access_log, error_log); the options override its fields. SIGTERM or
   SIGINT drains the open connections and exits; a second one ends them at once.]]
 
 -- FILTER.lua called with fw, and the command line's overrides applied: the filter.
@@ -398,9 +430,10 @@ local function serve_filter(fw, path, filter)
   local who = fwx.worker_count() > 1 and ("fwx: worker %d:"):format(fwx.worker_id()) or "fwx:"
   if fwx.worker_id() == 1 then
     local threads = fwx.worker_count()
-    io.stdout:write(("fwx: %s listening on %s, upstream %s%s\n"):format(path,
+    io.stdout:write(("fwx: %s listening on %s, upstream %s%s%s\n"):format(path,
       tostring(server.address), filter.upstream,
-      threads > 1 and (", %d worker threads"):format(threads) or ""))
+      threads > 1 and (", %d worker threads"):format(threads) or "",
+      server.metrics_url and (", metrics on %s"):format(server.metrics_url) or ""))
     io.stdout:flush()
   end
   -- SIGTERM and SIGINT: stop accepting and drain, for at most shutdown_timeout_ms; a
@@ -429,9 +462,10 @@ local function serve_filter(fw, path, filter)
 end
 
 --- A worker of `fwx run` with threads (lua/fwx/host_worker.lua calls it).
-function M.worker(fw, path, listen, upstream)
+function M.worker(fw, path, listen, upstream, metrics_listen)
   fw = M.service(fw)
-  local filter, err = load_filter(path, fw, { listen = listen or nil, upstream = upstream or nil })
+  local filter, err = load_filter(path, fw, { listen = listen or nil, upstream = upstream or nil,
+                                              metrics_listen = metrics_listen or nil })
   if filter ~= nil then filter, err = serve_filter(fw, path, filter) end
   if filter == nil then error(err, 0) end
 end
@@ -453,6 +487,8 @@ function M.main(argv)
     local opt, value = argv[i], argv[i + 1]
     if (opt == "--listen" or opt == "--upstream") and value ~= nil then
       overrides[opt:sub(3)] = value
+    elseif opt == "--metrics" and value ~= nil then
+      overrides.metrics_listen = value
     elseif opt == "--threads" and math.tointeger(tonumber(value or "")) then
       overrides.threads = math.tointeger(tonumber(value))
     else
@@ -472,7 +508,8 @@ function M.main(argv)
     fw:Close()
     local script = package.searchpath("fwx.host_worker", package.path)
     local served, why = fwx.serve{ threads = f.threads, script = script,
-      args = { path, overrides.listen or false, overrides.upstream or false } }
+      args = { path, overrides.listen or false, overrides.upstream or false,
+               overrides.metrics_listen or false } }
     if not served then return fail(why) end
   else
     local ok, why = serve_filter(fw, path, filter)
