@@ -28,4 +28,21 @@ describe("the rockspec", function()
     assert.same({}, missing)
     assert.same({}, listed) -- and nothing listed that is gone
   end)
+
+  it("installs every Lua module there is", function()
+    local f = assert(io.open("rockspec/fwx-scm-1.rockspec"))
+    local text = f:read("a")
+    f:close()
+    local listed = {}
+    for path in text:gmatch('"(lua/[%w_/%-]+%.lua)"') do listed[path] = true end
+    local p = assert(io.popen("ls lua/fwx/*.lua"))
+    local missing = {}
+    for path in p:lines() do
+      if not listed[path] then missing[#missing + 1] = path end
+      listed[path] = nil
+    end
+    p:close()
+    assert.same({}, missing)
+    assert.same({}, listed)
+  end)
 end)
