@@ -304,13 +304,18 @@ function M.start(filter, fw)
         if ok then finish("total timeout", ERROR_SEM_TIMEOUT) end
       end)
     end
+    local connect_done = false
     if f.connect_timeout_ms > 0 then
       connect_timer = fw:SetTimer(f.connect_timeout_ms, function(ok)
         connect_timer = nil
-        if ok then finish("connect timeout", ERROR_SEM_TIMEOUT) end -- closing ends the Connect
+        -- A tick queued behind the Connect's notification (the limit ran out after
+        -- the connect completed, before it was delivered: a Cancel then comes too
+        -- late) must not end a connection that is up.
+        if ok and not connect_done then finish("connect timeout", ERROR_SEM_TIMEOUT) end
       end)
     end
     upstream:Connect(f.upstream_host, f.upstream_port, function(ok, err)
+      connect_done = true
       if conn.closed then return end
       if connect_timer ~= nil then connect_timer:Cancel(); connect_timer = nil end
       if not ok then return finish("upstream", err) end
