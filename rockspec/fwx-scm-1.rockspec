@@ -31,6 +31,7 @@ build = {
     ["fwx.host"] = "lua/fwx/host.lua",
     ["fwx.host_worker"] = "lua/fwx/host_worker.lua",
     ["fwx.host_metrics"] = "lua/fwx/host_metrics.lua",
+    ["fwx.host_udp"] = "lua/fwx/host_udp.lua",
     ["fwx.core"] = {
       sources = {
         "csrc/core/arena.c", "csrc/core/buffer.c", "csrc/core/deadline.c", "csrc/core/deferred.c",

@@ -564,6 +564,26 @@ describe("the host", function()
       assert.truthy(log:find("request=16 response=16 end=eof", 1, true), log)
     end)
 
+    it("serves a UDP filter file to nc -u, a session per client, logged when it ends", function()
+      local up_out = os.tmpname()
+      os.execute(("timeout 20 env %s examples/udp_echo.lua 0 > %s 2>&1 & echo $! > %s.pid")
+        :format(H.lua_command(), up_out, up_out))
+      local up_port = wait_for(up_out, "udp echo on 127%.0%.0%.1:(%d+)")
+      local host_out = os.tmpname()
+      os.execute(("(timeout 30 env %s bin/fwx run examples/filters/udp_uppercase.lua --listen 127.0.0.1:0 --upstream 127.0.0.1:%s; echo exit=$?) > %s 2>&1 &")
+        :format(H.lua_command(), up_port, host_out))
+      local port = wait_for(host_out, "listening on 127%.0%.0%.1:(%d+) %(udp%)")
+      local got = H.sh(("printf 'through udp' | timeout 5 nc -u -w1 127.0.0.1 %s"):format(port))
+      local pid = H.sh(("ss -lunpH 'sport = :%s' | grep -o 'pid=[0-9]*' | head -1"):format(port)):match("pid=(%d+)")
+      os.execute("kill -TERM " .. pid) -- drains: the session ends at once (no deadline reached)
+      local _, log = wait_for(host_out, "exit=%d+")
+      os.execute(("kill $(cat %s.pid) 2>/dev/null"):format(up_out))
+      for _, p in ipairs({ up_out, up_out .. ".pid", host_out }) do os.remove(p) end
+      assert.equal("THROUGH UDP", got)
+      assert.truthy(log:find("request=11 response=11 end=shutdown", 1, true), log)
+      assert.truthy(log:find("fwx: stopped\nexit=0", 1, true), log)
+    end)
+
     it("drains on SIGTERM: no new connections, the open one finishes, then it exits 0", function()
       local up_out, up_port = echo_process()
       local host_out, port, pid = host_process("examples/filters/default.lua", "--upstream 127.0.0.1:" .. up_port)
@@ -649,5 +669,150 @@ describe("the host", function()
       assert.truthy(out:find("upstream must be \"host:port\", got \"nowhere\"", 1, true), out)
       assert.truthy(out:find("status=1", 1, true), out)
     end)
+  end)
+end)
+
+describe("the host over UDP (protocol = \"udp\")", function()
+  before_each(H.before)
+  after_each(H.after)
+
+  -- A UDP echo upstream on fw: answers each datagram to its sender. st.received has
+  -- the datagrams it got.
+  local function udp_upstream(fw)
+    local s = fw:CreateNetworkSocket("udp")
+    assert(s:Bind("127.0.0.1", 0))
+    local st = { received = {} }
+    local function on_recv(ok, _, buf, _, from)
+      if not ok then return end
+      st.received[#st.received + 1] = tostring(buf)
+      s:SendTo(buf, from)
+      s:Recv(nil, on_recv)
+    end
+    s:Recv(nil, on_recv)
+    st.close = function() s:Close() end
+    return ("127.0.0.1:%d"):format(s:GetSockName().port), st
+  end
+
+  -- A UDP client on fw: sends each of datagrams to port; st.got collects the replies.
+  local function udp_client(fw, port, datagrams)
+    local c = fw:CreateNetworkSocket("udp")
+    assert(c:Bind("127.0.0.1", 0))
+    local st = { got = {}, socket = c }
+    local function on_recv(ok, _, buf)
+      if not ok then return end
+      st.got[#st.got + 1] = tostring(buf)
+      c:Recv(nil, on_recv)
+    end
+    c:Recv(nil, on_recv)
+    for _, d in ipairs(datagrams) do c:SendTo(d, "127.0.0.1", port) end
+    return st
+  end
+
+  local function udp_proxy(filter)
+    local fw = H.track(host.service())
+    local up, ust = udp_upstream(fw)
+    filter.upstream, filter.protocol, filter.listen = up, "udp", "127.0.0.1:0"
+    local logs = {}
+    filter.access_log = function(line) logs[#logs + 1] = line end
+    filter.error_log = filter.error_log or function(line) logs[#logs + 1] = "ERROR " .. line end
+    return host.start(filter, fw), logs, ust
+  end
+
+  it("carries datagrams both ways in a session per client, through on_data, and ends idle sessions", function()
+    local closes, seen = {}, {}
+    local server, logs, ust = udp_proxy({
+      idle_timeout_ms = 150,
+      on_data = function(conn, direction, buf)
+        seen[#seen + 1] = ("%d %s %q"):format(conn.id, direction, tostring(buf))
+        if direction == "request" then return tostring(buf):upper() end
+      end,
+      on_close = function(conn, result) closes[#closes + 1] = { conn.id, result.reason, result.error,
+                                                                result.request_bytes, result.response_bytes } end,
+    })
+    local fw = server.fw
+    local a = udp_client(fw, server.port, { "one", "" })  -- an empty datagram is a datagram
+    H.run_until(fw, function() return #a.got == 2 end)
+    local b = udp_client(fw, server.port, { "two" })
+    H.run_until(fw, function() return #b.got == 1 end)
+    assert.same({ "ONE", "" }, a.got)
+    assert.same({ "TWO" }, b.got)
+    assert.equal(2, server.connections) -- one session per client address
+    H.run_until(fw, function() return server.connections == 0 end) -- idle: 150 ms
+    a.socket:Close(); b.socket:Close()
+    server.close(); ust.close()
+    H.run(fw)
+    table.sort(closes, function(x, y) return x[1] < y[1] end)
+    assert.same({ { 1, "idle timeout", E.ERROR_SEM_TIMEOUT, 3, 3 }, { 2, "idle timeout", E.ERROR_SEM_TIMEOUT, 3, 3 } },
+      closes)
+    assert.equal(2, #logs)
+    assert.truthy(logs[1]:find("request=3 response=3 end=idle timeout error=121", 1, true), logs[1])
+    table.sort(seen) -- the order within a direction is kept (checked above); across, it races
+    assert.same({ '1 request ""', '1 request "one"', '1 response ""', '1 response "ONE"',
+                  '2 request "two"', '2 response "TWO"' }, seen)
+    assert.same({ "ONE", "", "TWO" }, ust.received)
+  end)
+
+  it("drops on false, injects with conn:send, ends with conn:close; refuses past max_connections", function()
+    local server, logs, ust = udp_proxy({
+      max_connections = 1, idle_timeout_ms = 60000,
+      on_data = function(conn, direction, buf)
+        if direction ~= "request" then return end
+        local text = tostring(buf)
+        if text == "drop" then return false end
+        if text == "inject" then conn:send("response", "injected") return false end
+        if text == "close" then conn:close() end
+      end,
+    })
+    local fw = server.fw
+    local a = udp_client(fw, server.port, { "drop", "inject", "kept" })
+    H.run_until(fw, function() return #a.got == 2 end)
+    assert.same({ "injected", "kept" }, a.got)
+    local b = udp_client(fw, server.port, { "refused" }) -- a second client address
+    H.run_until(fw, function() return #logs == 1 end)
+    assert.truthy(logs[1]:find("end=refused (max_connections 1)", 1, true), logs[1])
+    a.socket:SendTo("close", "127.0.0.1", server.port)
+    H.run_until(fw, function() return server.connections == 0 end)
+    assert.truthy(logs[2]:find("end=closed by the filter", 1, true), logs[2])
+    assert.same({ "kept" }, ust.received)
+    local m = server.metrics()
+    assert.same({ 2, 1, 1 }, { m.accepted, m.refused, m.ended["closed by the filter"] })
+    a.socket:Close(); b.socket:Close()
+    server.close(); ust.close()
+    H.run(fw)
+  end)
+
+  it("a raising on_data ends its session (failure closed), or lets the datagram through (open)", function()
+    for _, failure in ipairs({ "closed", "open" }) do
+      local errors = {}
+      local server, logs, ust = udp_proxy({
+        failure = failure, idle_timeout_ms = 60000,
+        on_data = function(_, direction, buf)
+          if direction == "request" and tostring(buf) == "boom" then error("filter broke") end
+        end,
+        error_log = function(line) errors[#errors + 1] = line end,
+      })
+      local fw = server.fw
+      local a = udp_client(fw, server.port, { "boom" })
+      if failure == "closed" then
+        H.run_until(fw, function() return server.connections == 0 and #logs == 1 end)
+        assert.truthy(logs[1]:find("end=filter error", 1, true), logs[1])
+        assert.same({}, ust.received)
+      else
+        H.run_until(fw, function() return #a.got == 1 end)
+        assert.same({ "boom" }, a.got)
+        server.shutdown(0)
+        assert.truthy(logs[1]:find("end=shutdown", 1, true), logs[1])
+      end
+      assert.equal(1, #errors)
+      assert.truthy(errors[1]:find("filter broke", 1, true), errors[1])
+      a.socket:Close()
+      server.close(); ust.close()
+      H.run(fw)
+    end
+  end)
+
+  it("refuses a protocol it does not know", function()
+    H.raises('protocol must be "tcp" or "udp", got sctp', host.start,
+      { upstream = "127.0.0.1:1", protocol = "sctp" })
   end)
 end)

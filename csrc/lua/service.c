@@ -175,6 +175,15 @@ static int l_stats(lua_State *L) {
   return 1;
 }
 
+/* now() -> the loop's time in ms (uv_now: what timers count from, updated once a turn
+ * of the loop), for idle limits kept in Lua: a C call, no system call. */
+static int l_now(lua_State *L) {
+  lfwx_service_t *sv = lfwx_check_service(L, 1);
+  if (sv->port == NULL || sv->closed) return luaL_error(L, "service is closed");
+  lua_pushinteger(L, (lua_Integer)fwx_port_now(sv->port));
+  return 1;
+}
+
 static int l_anchored(lua_State *L) {
   lfwx_service_t *sv = lfwx_check_service(L, 1);
   lua_pushinteger(L, sv->anchors.live + sv->kept.live + sv->ring_count);
@@ -271,6 +280,7 @@ int lfwx_open_service(lua_State *L) {
     {"pending", l_pending},
     {"anchored", l_anchored},
     {"stats", l_stats},
+    {"now", l_now},
     {"CreateNetworkSocket", l_create_socket},
     {"CreateBuffer", lfwx_create_buffer},
     {"CreateConstBuffer", lfwx_create_const_buffer},

@@ -7,6 +7,8 @@
 --     on_accept = function(conn) ... end,   -- false: refuse the connection
 --     on_data   = function(conn, direction, buf) ... end, -- see below
 --     on_close  = function(conn, result) ... end,
+--     protocol = "tcp",                     -- or "udp": sessions by client address
+--                                           -- (lua/fwx/host_udp.lua)
 --     failure = "closed",                   -- or "open": what a raising filter means
 --     max_connections = 10000,              -- per worker
 --     connect_timeout_ms = 10000,           -- for the upstream's connect
@@ -70,6 +72,10 @@ local function check_filter(filter)
     end
     f[name] = fn
   end
+  f.protocol = filter.protocol or "tcp"
+  if f.protocol ~= "tcp" and f.protocol ~= "udp" then
+    error(("protocol must be \"tcp\" or \"udp\", got %s"):format(tostring(filter.protocol)), 0)
+  end
   f.failure = filter.failure or "closed"
   if f.failure ~= "closed" and f.failure ~= "open" then
     error(("failure must be \"closed\" or \"open\", got %s"):format(tostring(filter.failure)), 0)
@@ -127,6 +133,10 @@ function Conn:send(direction, data)
       :format(tostring(direction)), 2)
   end
   if self.closed then return false end
+  if self._inject then -- a UDP session (fwx.host_udp)
+    self._inject(direction, data)
+    return true
+  end
   local dst = direction == "request" and self._upstream or self._client
   dst:Send(data)
   return true
@@ -176,6 +186,34 @@ local function listen_port(f)
   return fwx.store.get(key) or f.listen_port, key
 end
 
+-- A connection (or a UDP session) ended: count it, tell on_close (through
+-- call_filter, which protects it), log it.
+local function connection_ended(f, counts, call_filter, conn, reason, err)
+  metrics.ended(counts, reason, conn.request_bytes, conn.response_bytes)
+  local result = { reason = reason, error = err, request_bytes = conn.request_bytes,
+                   response_bytes = conn.response_bytes }
+  if f.on_close then call_filter(conn, "on_close", conn, result) end
+  if f.access_log then
+    f.access_log(("fwx: conn=%d client=%s upstream=%s request=%d response=%d end=%s%s")
+      :format(conn.id, tostring(conn.client), conn.upstream, conn.request_bytes,
+        conn.response_bytes, reason, err and (" error=" .. err) or ""))
+  end
+end
+
+-- The metrics endpoint of a server, if the filter asks for one (it may raise: cannot
+-- listen); sets server.metrics_port and .metrics_url.
+local function serve_metrics(server, f, fw)
+  if f.metrics_host == nil then return nil end
+  local handle = metrics.start(fw, { name = ("%s:%d"):format(f.listen_host, server.port),
+    snapshot = server.metrics, host = f.metrics_host, port = f.metrics_port })
+  server.metrics_port = handle.port
+  if handle.port then
+    server.metrics_url = ((f.metrics_host:find(":", 1, true) and "http://[%s]:%d/metrics"
+      or "http://%s:%d/metrics")):format(f.metrics_host, handle.port)
+  end
+  return handle
+end
+
 --- host.start(filter [, fw]) -> server: serves filter on fw (from host.service(); by
 -- default a new one), which fw:run() runs. server.fw is that service, server.port
 -- the listening port, server.connections counts the open connections, and
@@ -186,6 +224,22 @@ function M.start(filter, fw)
     fw = M.service()
   elseif not host_services[fw] then
     error("host.start: the service must come from host.service()", 2)
+  end
+  if f.protocol == "udp" then
+    local shared = { Conn = Conn, conn_of = conn_of, report = report, counts = metrics.counters(),
+                     metrics = metrics, listen_port = listen_port, workers = fwx.worker_count(),
+                     connection_ended = connection_ended,
+                     worker = fwx.worker_id(), id_step = fwx.worker_count(), id_first = fwx.worker_id() }
+    local server = require("fwx.host_udp").start(f, fw, shared)
+    server.fw = fw
+    server.shutdown_timeout_ms = f.shutdown_timeout_ms
+    local fine, handle = pcall(serve_metrics, server, f, fw)
+    if not fine then
+      server.close()
+      error(handle, 0)
+    end
+    shared.served = handle
+    return server
   end
   local server = { connections = 0, accepted = 0 }
   local counts = metrics.counters()
@@ -260,15 +314,7 @@ function M.start(filter, fw)
 
     local function complete(reason, err)
       server.connections = server.connections - 1
-      metrics.ended(counts, reason, conn.request_bytes, conn.response_bytes)
-      local result = { reason = reason, error = err, request_bytes = conn.request_bytes,
-                       response_bytes = conn.response_bytes }
-      if f.on_close then call_filter(conn, "on_close", conn, result) end
-      if f.access_log then
-        f.access_log(("fwx: conn=%d client=%s upstream=%s request=%d response=%d end=%s%s")
-          :format(conn.id, tostring(remote), upstream_name, conn.request_bytes,
-            conn.response_bytes, reason, err and (" error=" .. err) or ""))
-      end
+      connection_ended(f, counts, call_filter, conn, reason, err)
       if draining and server.connections == 0 then drained() end
     end
 
@@ -359,20 +405,11 @@ function M.start(filter, fw)
   -- reason), request_bytes, response_bytes (of ended connections), lua_seconds,
   -- notifications.
   function server.metrics() return metrics.snapshot(counts, fw, server.connections) end
-  local served -- the metrics endpoint (and, under fwx.serve, the publishing of them)
-  if f.metrics_host ~= nil then
-    local fine, handle = pcall(metrics.start, fw, { name = ("%s:%d"):format(f.listen_host, server.port),
-      snapshot = server.metrics, host = f.metrics_host, port = f.metrics_port })
-    if not fine then
-      ls:Close()
-      error(handle, 0)
-    end
-    served = handle
-    server.metrics_port = handle.port
-    if handle.port then
-      server.metrics_url = ((f.metrics_host:find(":", 1, true) and "http://[%s]:%d/metrics"
-        or "http://%s:%d/metrics")):format(f.metrics_host, handle.port)
-    end
+  -- the metrics endpoint (and, under fwx.serve, the publishing of them)
+  local fine, served = pcall(serve_metrics, server, f, fw)
+  if not fine then
+    ls:Close()
+    error(served, 0)
   end
 
   function server.close()
@@ -435,8 +472,8 @@ local function serve_filter(fw, path, filter)
   local who = fwx.worker_count() > 1 and ("fwx: worker %d:"):format(fwx.worker_id()) or "fwx:"
   if fwx.worker_id() == 1 then
     local threads = fwx.worker_count()
-    io.stdout:write(("fwx: %s listening on %s, upstream %s%s%s\n"):format(path,
-      tostring(server.address), filter.upstream,
+    io.stdout:write(("fwx: %s listening on %s%s, upstream %s%s%s\n"):format(path,
+      tostring(server.address), server.protocol == "udp" and " (udp)" or "", filter.upstream,
       threads > 1 and (", %d worker threads"):format(threads) or "",
       server.metrics_url and (", metrics on %s"):format(server.metrics_url) or ""))
     io.stdout:flush()
