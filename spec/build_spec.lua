@@ -12,37 +12,33 @@ describe("the module under test", function()
 end)
 
 describe("the rockspec", function()
-  it("builds every C source file there is (luarocks make compiles only what it lists)", function()
+  -- The paths the rockspec lists that match pattern, against what `ls` lists: what is
+  -- missing from it, and what it lists that is gone.
+  local function compare(pattern, ls)
     local f = assert(io.open("rockspec/fwx-scm-1.rockspec"))
     local text = f:read("a")
     f:close()
     local listed = {}
-    for path in text:gmatch('"(csrc/[%w_/%-]+%.c)"') do listed[path] = true end
-    local p = assert(io.popen("ls csrc/core/*.c csrc/lua/*.c"))
+    for path in text:gmatch(pattern) do listed[path] = true end
+    local p = assert(io.popen("ls " .. ls))
     local missing = {}
     for path in p:lines() do
       if not listed[path] then missing[#missing + 1] = path end
       listed[path] = nil
     end
     p:close()
+    return missing, listed
+  end
+
+  it("builds every C source file there is (luarocks make compiles only what it lists)", function()
+    local missing, gone = compare('"(csrc/[%w_/%-]+%.c)"', "csrc/core/*.c csrc/lua/*.c")
     assert.same({}, missing)
-    assert.same({}, listed) -- and nothing listed that is gone
+    assert.same({}, gone)
   end)
 
   it("installs every Lua module there is", function()
-    local f = assert(io.open("rockspec/fwx-scm-1.rockspec"))
-    local text = f:read("a")
-    f:close()
-    local listed = {}
-    for path in text:gmatch('"(lua/[%w_/%-]+%.lua)"') do listed[path] = true end
-    local p = assert(io.popen("ls lua/fwx/*.lua"))
-    local missing = {}
-    for path in p:lines() do
-      if not listed[path] then missing[#missing + 1] = path end
-      listed[path] = nil
-    end
-    p:close()
+    local missing, gone = compare('"(lua/[%w_/%-]+%.lua)"', "lua/fwx/*.lua")
     assert.same({}, missing)
-    assert.same({}, listed)
+    assert.same({}, gone)
   end)
 end)

@@ -40,15 +40,16 @@ local function upstream(fw, opts)
   return ("127.0.0.1:%d"):format(port), st
 end
 
--- A client on fw: sends each of parts, then shuts down; collects the reply until the
--- end of stream. Returns its state: .reply, .done, .err.
-local function client(fw, port, parts)
+-- A client on fw: sends each of parts, then shuts down (unless linger); collects the
+-- reply until the end of stream. Returns its state: .reply, .done, .err, .socket.
+local function client(fw, port, parts, linger)
   local c = fw:CreateNetworkSocket("tcp")
   local st = { got = {} }
   c:Connect("127.0.0.1", port, function(ok, err)
     if not ok then st.done, st.err = true, err; return end
+    st.socket = c
     for _, p in ipairs(parts) do c:Send(p) end
-    c:Shutdown()
+    if not linger then c:Shutdown() end
     local function on_recv(rok, rerr, buf)
       if not rok or #buf == 0 then
         st.done, st.err, st.reply = true, not rok and rerr or nil, table.concat(st.got)
@@ -257,27 +258,10 @@ describe("the host", function()
     assert.truthy(logs.access[1]:find("end=upstream error=1225", 1, true), logs.access[1])
   end)
 
-  -- A client that sends hello, collects the reply and never ends its side: .reply and
-  -- .done (the host ended it) as client()'s.
+  -- A client that sends hello, collects the reply and never ends its side (st.socket
+  -- is its socket): client() without the shutdown.
   local function lingering_client(fw, port, hello)
-    local c = fw:CreateNetworkSocket("tcp")
-    local st = { got = {} }
-    c:Connect("127.0.0.1", port, function(ok, err)
-      if not ok then st.done, st.err = true, err; return end
-      st.socket = c
-      c:Send(hello)
-      local function on_recv(rok, rerr, buf)
-        if not rok or #buf == 0 then
-          st.done, st.err, st.reply = true, not rok and rerr or nil, table.concat(st.got)
-          c:Close()
-          return
-        end
-        st.got[#st.got + 1] = tostring(buf)
-        c:Recv(nil, on_recv)
-      end
-      c:Recv(nil, on_recv)
-    end)
-    return st
+    return client(fw, port, { hello }, true)
   end
 
   for _, case in ipairs({ { "the core pump", nil }, { "an identity Lua data filter", function() end } }) do
