@@ -186,13 +186,23 @@ local function listen_port(f)
   return fwx.store.get(key) or f.listen_port, key
 end
 
--- A connection (or a UDP session) ended: count it, tell on_close (through
--- call_filter, which protects it), log it.
-local function connection_ended(f, counts, call_filter, conn, reason, err)
+-- Run the filter's function f[name] protected; a raise is reported: returns whether
+-- it ran, and its first result.
+local function call_filter(f, conn, name, ...)
+  local fine, res = xpcall(f[name], debug.traceback, ...)
+  if not fine then
+    report(f, conn, name, res)
+    return false
+  end
+  return true, res
+end
+
+-- A connection (or a UDP session) ended: count it, tell on_close, log it.
+local function connection_ended(f, counts, conn, reason, err)
   metrics.ended(counts, reason, conn.request_bytes, conn.response_bytes)
   local result = { reason = reason, error = err, request_bytes = conn.request_bytes,
                    response_bytes = conn.response_bytes }
-  if f.on_close then call_filter(conn, "on_close", conn, result) end
+  if f.on_close then call_filter(f, conn, "on_close", conn, result) end
   if f.access_log then
     f.access_log(("fwx: conn=%d client=%s upstream=%s request=%d response=%d end=%s%s")
       :format(conn.id, tostring(conn.client), conn.upstream, conn.request_bytes,
@@ -228,7 +238,7 @@ function M.start(filter, fw)
   if f.protocol == "udp" then
     local shared = { Conn = Conn, conn_of = conn_of, report = report, counts = metrics.counters(),
                      metrics = metrics, listen_port = listen_port, workers = fwx.worker_count(),
-                     connection_ended = connection_ended,
+                     connection_ended = connection_ended, call_filter = call_filter,
                      worker = fwx.worker_id(), id_step = fwx.worker_count(), id_first = fwx.worker_id() }
     local server = require("fwx.host_udp").start(f, fw, shared)
     server.fw = fw
@@ -274,21 +284,11 @@ function M.start(filter, fw)
   server.address = ls:GetSockName()
   local upstream_name = ("%s:%d"):format(f.upstream_host, f.upstream_port)
 
-  -- Run a filter function protected; a raise is reported: returns ok, and the
-  -- function's first result.
-  local function call_filter(conn, name, ...)
-    local fine, res = xpcall(f[name], debug.traceback, ...)
-    if not fine then
-      report(f, conn, name, res)
-      return false
-    end
-    return true, res
-  end
   local on_data = f.on_data
   local idle_ms = f.idle_timeout_ms > 0 and f.idle_timeout_ms or nil
   if on_data ~= nil and f.failure == "open" then
     on_data = function(conn, direction, buf)
-      local fine, out = call_filter(conn, "on_data", conn, direction, buf)
+      local fine, out = call_filter(f, conn, "on_data", conn, direction, buf)
       if fine then return out end -- else the bytes go on as they came
     end
   end
@@ -314,7 +314,7 @@ function M.start(filter, fw)
 
     local function complete(reason, err)
       server.connections = server.connections - 1
-      connection_ended(f, counts, call_filter, conn, reason, err)
+      connection_ended(f, counts, conn, reason, err)
       if draining and server.connections == 0 then drained() end
     end
 
@@ -339,7 +339,7 @@ function M.start(filter, fw)
     end
 
     if f.on_accept then
-      local fine, verdict = call_filter(conn, "on_accept", conn)
+      local fine, verdict = call_filter(f, conn, "on_accept", conn)
       if conn.closed then return end
       if (not fine and f.failure == "closed") or (fine and verdict == false) then
         return finish(fine and "refused by the filter" or "filter error")

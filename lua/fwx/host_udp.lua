@@ -21,8 +21,8 @@ local ERROR_OPERATION_ABORTED = 995
 local ERROR_SEM_TIMEOUT = 121
 
 --- M.start(f, fw, host) -> server: f the checked filter, host what host.lua shares
--- (Conn, conn_of, report, counts, metrics, connection_ended, listen_port, workers,
--- worker, id_step, id_first).
+-- (Conn, conn_of, report, counts, metrics, call_filter, connection_ended,
+-- listen_port, workers, worker, id_step, id_first).
 function M.start(f, fw, host)
   local server = { connections = 0, accepted = 0 }
   local counts = host.counts
@@ -52,11 +52,7 @@ function M.start(f, fw, host)
     if done ~= nil then done() end
   end
 
-  local function call_filter(conn, name, ...)
-    local fine, res = xpcall(f[name], debug.traceback, ...)
-    if not fine then host.report(f, conn, name, res) end
-    return fine, res
-  end
+  local function call_filter(conn, name, ...) return host.call_filter(f, conn, name, ...) end
 
   -- What a datagram becomes after on_data: the bytes to send, or nil (dropped), and
   -- whether the session goes on.
@@ -104,7 +100,7 @@ function M.start(f, fw, host)
       if total_timer ~= nil then total_timer:Cancel() end
       up:Close()
       server.connections = server.connections - 1
-      host.connection_ended(f, counts, call_filter, conn, reason, err)
+      host.connection_ended(f, counts, conn, reason, err)
       if draining and server.connections == 0 then drained() end
     end
     conn._close = finish
