@@ -660,16 +660,21 @@ describe("the host over UDP (protocol = \"udp\")", function()
   before_each(H.before)
   after_each(H.after)
 
-  -- A UDP echo upstream on fw: answers each datagram to its sender. st.received has
-  -- the datagrams it got.
-  local function udp_upstream(fw)
+  -- A UDP echo upstream on fw: answers each datagram to its sender (after delay_ms,
+  -- if given). st.received has the datagrams it got.
+  local function udp_upstream(fw, delay_ms)
     local s = fw:CreateNetworkSocket("udp")
     assert(s:Bind("127.0.0.1", 0))
     local st = { received = {} }
     local function on_recv(ok, _, buf, _, from)
       if not ok then return end
       st.received[#st.received + 1] = tostring(buf)
-      s:SendTo(buf, from)
+      if delay_ms then
+        local answer = tostring(buf)
+        fw:SetTimer(delay_ms, function() if not s:IsClosed() then s:SendTo(answer, from) end end)
+      else
+        s:SendTo(buf, from)
+      end
       s:Recv(nil, on_recv)
     end
     s:Recv(nil, on_recv)
@@ -692,9 +697,9 @@ describe("the host over UDP (protocol = \"udp\")", function()
     return st
   end
 
-  local function udp_proxy(filter)
+  local function udp_proxy(filter, delay_ms)
     local fw = H.track(host.service())
-    local up, ust = udp_upstream(fw)
+    local up, ust = udp_upstream(fw, delay_ms)
     filter.upstream, filter.protocol, filter.listen = up, "udp", "127.0.0.1:0"
     local logs = {}
     filter.access_log = function(line) logs[#logs + 1] = line end
@@ -793,6 +798,42 @@ describe("the host over UDP (protocol = \"udp\")", function()
       server.close(); ust.close()
       H.run(fw)
     end
+  end)
+
+  it("server.close() ends the open sessions, whose answers could no longer go out; nothing raises", function()
+    local errors = {}
+    local server, logs, ust = udp_proxy({ idle_timeout_ms = 60000,
+      error_log = function(line) errors[#errors + 1] = line end }, 50)
+    local fw = server.fw
+    local a = udp_client(fw, server.port, { "late" })
+    H.run_until(fw, function() return #ust.received == 1 end)
+    server.close() -- the upstream answers 50 ms later, to a session that is gone
+    assert.equal(0, server.connections)
+    assert.truthy(logs[1]:find("end=shutdown", 1, true), logs[1])
+    H.run_for(fw, 150)
+    assert.same({}, a.got)
+    assert.same({}, errors)
+    a.socket:Close(); ust.close()
+    H.run(fw)
+  end)
+
+  it("a session whose handler raises fails alone; the others go on", function()
+    local server, logs, ust = udp_proxy({ idle_timeout_ms = 60000, error_log = function() end,
+      on_data = function(conn, direction)
+        if direction == "response" and conn.id == 1 then error("only the first") end
+      end })
+    local fw = server.fw
+    local a = udp_client(fw, server.port, { "a" })
+    H.run_until(fw, function() return #logs == 1 end)
+    assert.truthy(logs[1]:find("conn=1 .* end=filter error"), logs[1])
+    local b = udp_client(fw, server.port, { "b1", "b2" })
+    H.run_until(fw, function() return #b.got == 2 end)
+    assert.same({}, a.got)
+    assert.same({ "b1", "b2" }, b.got)
+    assert.equal(1, server.connections)
+    server.shutdown(0)
+    a.socket:Close(); b.socket:Close(); ust.close()
+    H.run(fw)
   end)
 
   it("refuses a protocol it does not know", function()

@@ -27,8 +27,6 @@ function M.start(f, fw, host)
   local server = { connections = 0, accepted = 0 }
   local counts = host.counts
   local sessions = {}    -- client address string -> conn
-  local draining = false
-  local on_drained
   local upstream_name = ("%s:%d"):format(f.upstream_host, f.upstream_port)
   local bind_any = f.upstream_host:find(":", 1, true) and "::" or "0.0.0.0"
 
@@ -44,13 +42,6 @@ function M.start(f, fw, host)
   server.address = ls:GetSockName()
   server.protocol = "udp"
   if host.workers > 1 and host.worker == 1 then fwx.store.set(port_key, server.port) end
-
-  local function drained()
-    draining = false
-    local done = on_drained
-    on_drained = nil
-    if done ~= nil then done() end
-  end
 
   local function call_filter(conn, name, ...) return host.call_filter(f, conn, name, ...) end
 
@@ -101,9 +92,12 @@ function M.start(f, fw, host)
       up:Close()
       server.connections = server.connections - 1
       host.connection_ended(f, counts, conn, reason, err)
-      if draining and server.connections == 0 then drained() end
     end
     conn._close = finish
+    function conn._failed(message) -- a handler of this session raised (host.service)
+      host.report(f, conn, "a handler", message)
+      finish("error")
+    end
     conn._inject = function(direction, data)
       if direction == "request" then
         up:SendTo(data, f.upstream_host, f.upstream_port)
@@ -170,7 +164,7 @@ function M.start(f, fw, host)
     end
     local key = tostring(from)
     local conn = sessions[key]
-    if conn == nil and not draining then conn = open_session(from, key) end
+    if conn == nil then conn = open_session(from, key) end
     if conn ~= nil then
       conn.request_bytes = conn.request_bytes + #buf
       conn._active = fw:now()
@@ -188,9 +182,16 @@ function M.start(f, fw, host)
 
   function server.metrics() return host.metrics.snapshot(counts, fw, server.connections) end
 
+  --- server.close(): stop receiving, and end the open sessions (reason "shutdown"):
+  -- their answers go out through the listening socket, so unlike TCP connections
+  -- they cannot go on without it.
   function server.close()
     ls:Close()
     if host.served then host.served.close() end
+    local list = {}
+    for _, conn in pairs(sessions) do list[#list + 1] = conn end
+    table.sort(list, function(a, b) return a.id < b.id end)
+    for _, conn in ipairs(list) do conn._close("shutdown") end
   end
 
   --- server.shutdown(ms, when_drained): as the TCP host's, but a datagram session has
@@ -198,13 +199,7 @@ function M.start(f, fw, host)
   -- once, whatever ms.
   function server.shutdown(_, when_drained)
     server.close()
-    on_drained = when_drained or on_drained
-    if server.connections == 0 then return drained() end
-    draining = true
-    local list = {}
-    for _, conn in pairs(sessions) do list[#list + 1] = conn end
-    table.sort(list, function(a, b) return a.id < b.id end)
-    for _, conn in ipairs(list) do conn._close("shutdown") end
+    if when_drained ~= nil then when_drained() end
   end
   return server
 end
