@@ -32,6 +32,8 @@ build = {
     ["fwx.host_worker"] = "lua/fwx/host_worker.lua",
     ["fwx.host_metrics"] = "lua/fwx/host_metrics.lua",
     ["fwx.host_udp"] = "lua/fwx/host_udp.lua",
+    ["fwx.host_sdk"] = "lua/fwx/host_sdk.lua",
+    ["fwx.link"] = "lua/fwx/link.lua",
     ["fwx.core"] = {
       sources = {
         "csrc/core/arena.c", "csrc/core/buffer.c", "csrc/core/deadline.c", "csrc/core/deferred.c",

@@ -11,93 +11,9 @@ local H = require "spec.helper"
 
 local E = fwx.errors
 
--- An upstream on fw: echoes what it receives (opts.hold: answers nothing; opts.deaf:
--- never reads), and closes after the peer's end of stream. st.received has its bytes.
-local function upstream(fw, opts)
-  opts = opts or {}
-  local ls, port = H.listener(fw)
-  local st = { received = {}, connections = 0 }
-  local function serve(s)
-    local function on_recv(ok, _, buf)
-      if not ok or #buf == 0 then s:Close() return end
-      st.received[#st.received + 1] = tostring(buf)
-      if not opts.hold then s:Send(buf) end
-      s:Recv(nil, on_recv)
-    end
-    s:Recv(nil, on_recv)
-  end
-  local function on_accept(ok, _, l, s)
-    if not ok then return end
-    l:Accept(on_accept)
-    st.connections = st.connections + 1
-    if opts.deaf then st.held = s else serve(s) end
-  end
-  ls:Accept(on_accept)
-  st.close = function()
-    ls:Close()
-    if st.held then st.held:Close(true) end
-  end
-  return ("127.0.0.1:%d"):format(port), st
-end
-
--- A client on fw: sends each of parts, then shuts down (unless linger); collects the
--- reply until the end of stream. Returns its state: .reply, .done, .err, .socket.
-local function client(fw, port, parts, linger)
-  local c = fw:CreateNetworkSocket("tcp")
-  local st = { got = {} }
-  c:Connect("127.0.0.1", port, function(ok, err)
-    if not ok then st.done, st.err = true, err; return end
-    st.socket = c
-    for _, p in ipairs(parts) do c:Send(p) end
-    if not linger then c:Shutdown() end
-    local function on_recv(rok, rerr, buf)
-      if not rok or #buf == 0 then
-        st.done, st.err, st.reply = true, not rok and rerr or nil, table.concat(st.got)
-        c:Close()
-        return
-      end
-      st.got[#st.got + 1] = tostring(buf)
-      c:Recv(nil, on_recv)
-    end
-    c:Recv(nil, on_recv)
-  end)
-  return st
-end
-
--- A host service, checked after the test as H.new's are.
-local function service()
-  return H.track(host.service())
-end
-
--- Start a host on fw, with its logs collected.
-local function start(fw, filter)
-  local logs = { access = {}, errors = {} }
-  filter.listen = filter.listen or "127.0.0.1:0"
-  if filter.access_log == nil then
-    filter.access_log = function(line) logs.access[#logs.access + 1] = line end
-  end
-  if filter.error_log == nil then
-    filter.error_log = function(line) logs.errors[#logs.errors + 1] = line end
-  end
-  local server = host.start(filter, fw)
-  return server, logs
-end
-
--- A host service with an upstream of its own (upstream_opts), and the host started on
--- it in front of that upstream: server, logs, the upstream's state.
-local function proxy(filter, upstream_opts)
-  local fw = service()
-  local up, ust = upstream(fw, upstream_opts)
-  filter.upstream = up
-  local server, logs = start(fw, filter)
-  return server, logs, ust
-end
-
-local function finish(server, ...)
-  server.close()
-  for _, st in ipairs({ ... }) do st.close() end
-  H.run(server.fw)
-end
+local HH = require "spec.host_helper"
+local upstream, client, service, start, proxy, finish =
+  HH.upstream, HH.client, HH.service, HH.start, HH.proxy, HH.finish
 
 describe("the host", function()
   before_each(H.before)
@@ -536,16 +452,30 @@ describe("the host", function()
       return out, port, pid
     end
 
-    it("serves a filter file to nc, with --listen and --upstream", function()
+    -- FILTER served by `fwx run` in front of examples/echo.lua, input sent with nc;
+    -- returns the reply and the host's log once it shows end_pattern.
+    local function through_nc(filter, input, end_pattern)
       local up_out, up_port = echo_process()
-      local host_out, port, pid = host_process("examples/filters/uppercase.lua", "--upstream 127.0.0.1:" .. up_port)
-      local got = H.sh(("printf 'through the host' | timeout 5 nc -N 127.0.0.1 %s"):format(port))
-      local _, log = wait_for(host_out, "end=eof")
+      local host_out, port, pid = host_process(filter, "--upstream 127.0.0.1:" .. up_port)
+      local got = H.sh(("printf '%s' | timeout 5 nc -N 127.0.0.1 %s"):format(input, port))
+      local _, log = wait_for(host_out, end_pattern)
       os.execute("kill " .. pid)
       os.execute(("kill $(cat %s.pid) 2>/dev/null"):format(up_out))
       for _, p in ipairs({ up_out, up_out .. ".pid", host_out }) do os.remove(p) end
+      return got, log
+    end
+
+    it("serves a filter file to nc, with --listen and --upstream", function()
+      local got, log = through_nc("examples/filters/uppercase.lua", "through the host", "end=eof")
       assert.equal("THROUGH THE HOST", got)
       assert.truthy(log:find("request=16 response=16 end=eof", 1, true), log)
+    end)
+
+    it("serves a filter file in the SDK's shape to nc: a chain of two data filters", function()
+      local got, log = through_nc("examples/filters/sdk_chain.lua", "hello, chain", "end=closed")
+      assert.equal("HELLO, CHAIN", got)
+      assert.truthy(log:find("tally: connection 1 from 127.0.0.1:%d+: 12 bytes up, 12 down"), log)
+      assert.truthy(log:find("request=12 response=12 end=closed", 1, true), log)
     end)
 
     it("serves a UDP filter file to nc -u, a session per client, logged when it ends", function()

@@ -22,6 +22,9 @@
 --     error_log = true,                     -- where filter errors go, the same way
 --   }
 --
+-- Filters may instead have the SDK's shape (filters = { ... } with FilterInit,
+-- AttachToSession, data filters attached by priority class): lua/fwx/host_sdk.lua.
+--
 -- A connection with no on_data is pumped by the C core alone (fw:Pump: splice, no Lua
 -- per chunk), the SDK's "kernel mode" pumping. With on_data, every chunk passes through
 -- Lua: direction is "request" (client to upstream) or "response" (upstream to client);
@@ -31,6 +34,7 @@
 -- not yet written (backpressure), as the benchmark's proxies do.
 local fwx = require "fwx"
 local metrics = require "fwx.host_metrics"
+local host_sdk = require "fwx.host_sdk"
 
 local M = {}
 
@@ -75,6 +79,14 @@ local function check_filter(filter)
   f.protocol = filter.protocol or "tcp"
   if f.protocol ~= "tcp" and f.protocol ~= "udp" then
     error(("protocol must be \"tcp\" or \"udp\", got %s"):format(tostring(filter.protocol)), 0)
+  end
+  -- The SDK's shape (fwx.host_sdk): filters = { ... }, or the table is one.
+  f.sdk_filters = host_sdk.filters(filter)
+  if f.sdk_filters ~= nil then
+    if f.on_data ~= nil then
+      error("on_data and SDK filters (AttachToSession) do not mix: attach a data filter instead", 0)
+    end
+    if f.protocol ~= "tcp" then error("SDK filters (AttachToSession) serve protocol \"tcp\" only", 0) end
   end
   f.failure = filter.failure or "closed"
   if f.failure ~= "closed" and f.failure ~= "open" then
@@ -253,6 +265,8 @@ function M.start(filter, fw)
   end
   local server = { connections = 0, accepted = 0 }
   local counts = metrics.counters()
+  -- SDK filters: FilterInit now (it may raise, and nothing is listening yet).
+  local sdk = f.sdk_filters and host_sdk.new(f.sdk_filters, fw, f, report)
   local open = {}        -- the open connections (for a shutdown that ends them)
   local draining = false -- server.shutdown was called, and connections are left
   local drain_timer      -- its deadline
@@ -264,6 +278,7 @@ function M.start(filter, fw)
       drain_timer:Cancel() -- nothing of the host's keeps the service running now
       drain_timer = nil
     end
+    if sdk then sdk.shutdown() end
     local done = on_drained
     on_drained = nil
     if done ~= nil then done() end
@@ -311,9 +326,11 @@ function M.start(filter, fw)
     -- brings: a connection ended while it runs is told of and logged then.
     local pumping, ending = false, nil
     local connect_timer, total_timer -- the limits in time that are timers of their own
+    local idle_timer -- a chain of SDK data filters': the core pump has its own
 
     local function complete(reason, err)
       server.connections = server.connections - 1
+      if sdk then sdk.ended(conn, reason, err) end
       connection_ended(f, counts, conn, reason, err)
       if draining and server.connections == 0 then drained() end
     end
@@ -324,6 +341,7 @@ function M.start(filter, fw)
       open[conn] = nil
       if connect_timer ~= nil then connect_timer:Cancel() end
       if total_timer ~= nil then total_timer:Cancel() end
+      if idle_timer ~= nil then idle_timer:Cancel() end
       client:Close()
       upstream:Close()
       if pumping then
@@ -334,8 +352,13 @@ function M.start(filter, fw)
     end
     conn._close = finish
     function conn._failed(message) -- on_data raised (failing open catches it before)
-      report(f, conn, "on_data", message)
+      report(f, conn, sdk and "a data filter's notification" or "on_data", message)
       finish("filter error")
+    end
+    if sdk then
+      conn._fw = fw
+      function conn._on_timer(t) conn_of[t] = conn end -- a link's notifications
+      sdk.connection(conn)
     end
 
     if f.on_accept then
@@ -345,10 +368,50 @@ function M.start(filter, fw)
         return finish(fine and "refused by the filter" or "filter error")
       end
     end
+    if sdk then
+      local fine, why = sdk.event(conn, sdk.ACCEPTED, { Accept = {
+        RemoteAddress = remote, LocalAddress = client:GetSockName(),
+        piConnectionAccepted = conn.api, IsSecondary = false } })
+      if conn.closed then return end
+      if not fine then return finish(why) end
+    end
     if f.total_timeout_ms > 0 then
       total_timer = fw:SetTimer(f.total_timeout_ms, function(ok)
         if ok then finish("total timeout", ERROR_SEM_TIMEOUT) end
       end)
+    end
+    -- SDK data filters move the bytes themselves: the host notes their sockets'
+    -- activity, and its own timer looks at it once per limit.
+    local function watch_idle(ms)
+      idle_timer = fw:SetTimer(ms, function(ok)
+        idle_timer = nil
+        if not ok or conn.closed then return end
+        local quiet = fw:now() - conn._active_at
+        if quiet >= idle_ms then return finish("idle timeout", ERROR_SEM_TIMEOUT) end
+        watch_idle(idle_ms - quiet)
+      end)
+    end
+    local function start_chain(up)
+      local fine, why = sdk.start(conn, client, up)
+      if conn.closed then return end
+      if not fine then return finish(why) end
+      if idle_ms then watch_idle(idle_ms) end
+    end
+    if sdk and conn._emulated then -- the filter answers: no upstream
+      upstream:Close()
+      return start_chain(nil)
+    end
+    if sdk then
+      local fine, why = sdk.event(conn, sdk.CONNECT, { Connect = {
+        Address = setmetatable({ ip = f.upstream_host, port = f.upstream_port },
+          { __tostring = function() return upstream_name end }),
+        piConnection = conn.api, IsSecondary = false } })
+      if conn.closed then return end
+      if not fine then return finish(why) end
+      if conn._emulated then
+        upstream:Close()
+        return start_chain(nil)
+      end
     end
     local connect_done = false
     if f.connect_timeout_ms > 0 then
@@ -365,6 +428,14 @@ function M.start(filter, fw)
       if conn.closed then return end
       if connect_timer ~= nil then connect_timer:Cancel(); connect_timer = nil end
       if not ok then return finish("upstream", err) end
+      if sdk then
+        conn._established = true
+        local fine, why = sdk.event(conn, sdk.ESTABLISHED, { EstablishedConnection = {
+          Protocol = "tcp", piConnection = conn.api } })
+        if conn.closed then return end
+        if not fine then return finish(why) end
+        if sdk.has_chain(conn) then return start_chain(upstream) end
+      end
       -- With on_data, the filtered pump: every chunk through on_data(conn,
       -- direction, buf); without, the core pump.
       fw:Pump(client, upstream, function(pok, perr, up, down)
@@ -445,7 +516,8 @@ local USAGE = [[
 usage: fwx run FILTER.lua [--listen HOST:PORT] [--upstream HOST:PORT] [--threads N]
                           [--metrics HOST:PORT]
   Serves FILTER.lua, a Lua file that returns the filter table (listen, upstream,
-  on_accept, on_data, on_close, failure, max_connections, connect_timeout_ms,
+  on_accept, on_data, on_close, filters (the SDK's shape), failure, max_connections,
+  connect_timeout_ms,
   idle_timeout_ms, total_timeout_ms, shutdown_timeout_ms, threads, metrics_listen,
   access_log, error_log); the options override its fields. SIGTERM or
   SIGINT drains the open connections and exits; a second one ends them at once.]]

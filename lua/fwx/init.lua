@@ -11,6 +11,23 @@ local fwx = {
   FWX_PROTOCOL_UDP = "udp",
 }
 
+-- The SDK's constants for the host's filters (lua/fwx/host_sdk.lua): the events a
+-- filter hooks (FwxFirewallEventType, bit flags) and the priority classes of data
+-- filters (FwxDataFilterPriorityClass, in the order of the chain, client side first).
+fwx.events = {
+  fwx_Connect_Tcp = 0x001, fwx_Udp_Destination = 0x002, fwx_Bind_Tcp = 0x004,
+  fwx_Bind_Udp = 0x008, fwx_Listen = 0x010, fwx_AcceptedConnection = 0x020,
+  fwx_GetHostByName = 0x040, fwx_GetHostByAddr = 0x080,
+  fwx_ConnectionTerminating = 0x100, fwx_EstablishedConnection = 0x200,
+}
+fwx.priority_classes = {
+  fwx_dfpc_NAT = 0, fwx_dfpc_Internal = 1, fwx_dfpc_PostTrust = 2, fwx_dfpc_Middle = 3,
+  fwx_dfpc_PreTrust = 4, fwx_dfpc_External = 5, fwx_dfpc_Emulation = 6,
+}
+for _, names in ipairs({ fwx.events, fwx.priority_classes }) do
+  for name, value in pairs(names) do fwx[name] = value end
+end
+
 --- fwx.new{ on_error = function(message_with_traceback, object, operation) end }
 -- The service (IFWXFirewall): a completion port and its dispatcher in this thread.
 function fwx.new(options)

@@ -1,0 +1,409 @@
+-- The host's filters in the SDK's shape (fwx.host_sdk): FilterInit, AttachToSession,
+-- FirewallEventHandler, data filters attached by priority class, SetSockets and
+-- Detach. Real sockets on 127.0.0.1: a real upstream in the same service, and nc
+-- against `fwx run`. Each case tries to break a promise: the chain's order and its
+-- bytes, the events and when they come, each Detach exactly once (also before
+-- SetSockets), a raising filter failing its connection alone, the limits, and bad
+-- filters refused with a clear error.
+local fwx = require "fwx"
+local H = require "spec.helper"
+local HH = require "spec.host_helper"
+
+local E = fwx.errors
+
+-- A data filter that relays both ways through transform(direction, buf) -> data, in
+-- the completion style; after both directions' ends it closes its sockets. Records
+-- its calls in log (if given) as "name:Method".
+local Relay = {}
+Relay.__index = Relay
+
+local function relay(name, transform, log)
+  return setmetatable({ name = name, transform = transform or function(_, b) return b end,
+                        log = log or {} }, Relay)
+end
+
+function Relay:SetSockets(internal, external, conn, ctx)
+  self.log[#self.log + 1] = self.name .. ":SetSockets"
+  self.internal, self.external, self.conn, self.ctx = internal, external, conn, ctx
+  internal:Recv(nil, self, "request")
+  if external then external:Recv(nil, self, "response") end
+end
+
+function Relay:CompleteAsyncIO(ok, err, buf, what)
+  if what == "sent" then return end
+  local from, to = self.internal, self.external
+  if what == "response" then from, to = to, from end
+  if not ok then
+    self.errors = self.errors or {}
+    self.errors[#self.errors + 1] = err
+    self.internal:Close()
+    if self.external then self.external:Close() end
+    return
+  end
+  if #buf == 0 then
+    to:Shutdown()
+    self.ended = (self.ended or 0) + 1
+    if self.ended == 2 then self.internal:Close(); self.external:Close() end
+    return
+  end
+  to:Send(self.transform(what, buf), self, "sent")
+  from:Recv(nil, self, what)
+end
+
+function Relay:Detach()
+  self.log[#self.log + 1] = self.name .. ":Detach"
+  self.detached = (self.detached or 0) + 1
+end
+
+-- A filter whose session filter calls on_event(event, session) for each event it
+-- hooks; log records "AttachToSession", "Detach" and the events by name.
+local EVENT_NAMES = {}
+for name, v in pairs(fwx.events) do EVENT_NAMES[v] = name end
+
+local function sdk_filter(events, on_event, log)
+  log = log or {}
+  return {
+    log = log,
+    FilterInit = function(self, fw)
+      self.fw = fw
+      log[#log + 1] = "FilterInit"
+      return events
+    end,
+    AttachToSession = function(_, session)
+      log[#log + 1] = "AttachToSession " .. session:GetClientAddress().ip
+      return {
+        FirewallEventHandler = function(_, event)
+          log[#log + 1] = EVENT_NAMES[event.EventType]
+          if on_event then on_event(event, session) end
+        end,
+        Detach = function() log[#log + 1] = "session:Detach" end,
+      }
+    end,
+    FilterShutdown = function() log[#log + 1] = "FilterShutdown" end,
+  }
+end
+
+-- A filter that attaches make() to each accepted connection with class.
+local function attaching(class, make, log)
+  return sdk_filter(fwx.fwx_AcceptedConnection, function(event)
+    local conn = event.Parameters.Accept.piConnectionAccepted
+    conn:AttachDataFilter(make(conn), class, "context")
+  end, log)
+end
+
+local function ends_of(logs)
+  local ends = {}
+  for _, l in ipairs(logs.access) do ends[#ends + 1] = l:match("end=(.*)$"):gsub(" error=%d+$", "") end
+  table.sort(ends)
+  return ends
+end
+
+describe("the host with SDK filters", function()
+  before_each(H.before)
+  after_each(H.after)
+
+  it("chains data filters by priority class, client side first, and carries the bytes through them", function()
+    local dfs = {}
+    local function tagging(name)
+      return function()
+        local df = relay(name, function(direction, buf) return tostring(buf) .. "|" .. name end)
+        dfs[#dfs + 1] = df
+        return df
+      end
+    end
+    -- listed External first, NAT second, Middle last: the chain is NAT, Middle, External
+    local server, logs, ust = HH.proxy({ filters = {
+      attaching(fwx.fwx_dfpc_External, tagging("external")),
+      attaching(fwx.fwx_dfpc_NAT, tagging("nat")),
+      attaching(fwx.fwx_dfpc_Middle, tagging("middle")),
+    } })
+    local st = HH.client(server.fw, server.port, { "x" })
+    H.run_until(server.fw, function() return st.done end)
+    assert.equal("x|nat|middle|external", table.concat(ust.received))
+    assert.equal("x|nat|middle|external|external|middle|nat", st.reply)
+    H.run_until(server.fw, function() return server.connections == 0 end)
+    HH.finish(server, ust)
+    for _, df in ipairs(dfs) do
+      assert.equal(1, df.detached)
+      assert.equal("context", df.ctx)
+      assert.is_nil(df.errors)
+    end
+    assert.same({ "closed" }, ends_of(logs))
+    assert.truthy(logs.access[1]:find("request=21 response=41", 1, true), logs.access[1])
+    assert.same({}, logs.errors)
+  end)
+
+  it("moves a megabyte both ways through a chain of two, byte for byte", function()
+    local server, _, ust = HH.proxy({ filters = {
+      attaching(fwx.fwx_dfpc_NAT, function() return relay("a") end),
+      attaching(fwx.fwx_dfpc_Middle, function() return relay("b") end),
+    } })
+    local parts = {}
+    for i = 0, 15 do parts[#parts + 1] = H.pattern(7, i * 65536, 65536) end
+    local st = HH.client(server.fw, server.port, parts)
+    H.run_until(server.fw, function() return st.done end, 20000)
+    assert.equal(1024 * 1024, #st.reply)
+    assert.is_true(st.reply == table.concat(parts))
+    HH.finish(server, ust)
+  end)
+
+  it("raises the events in order, one session per client address, each Detach once, FilterShutdown at shutdown", function()
+    local log = {}
+    local seen = {}
+    local df_log = {}
+    local filter = sdk_filter(fwx.fwx_AcceptedConnection | fwx.fwx_Connect_Tcp
+      | fwx.fwx_EstablishedConnection | fwx.fwx_ConnectionTerminating, function(event, session)
+        local p = event.Parameters
+        if event.EventType == fwx.fwx_AcceptedConnection then
+          seen.accept = p.Accept
+          assert.equal(session, p.Accept.piConnectionAccepted:GetSession())
+          assert.same({ nil, "WSAEINVAL", 10022 }, { p.Accept.piConnectionAccepted:GetExternalPeerName() })
+        elseif event.EventType == fwx.fwx_Connect_Tcp then
+          seen.connect = p.Connect
+          p.Connect.piConnection:AttachDataFilter(relay("df", nil, df_log), fwx.fwx_dfpc_Middle)
+        elseif event.EventType == fwx.fwx_EstablishedConnection then
+          seen.peer = p.EstablishedConnection.piConnection:GetExternalPeerName()
+          H.raises("only inside FirewallEventHandler, for fwx_AcceptedConnection or fwx_Connect_Tcp",
+            p.EstablishedConnection.piConnection.AttachDataFilter,
+            p.EstablishedConnection.piConnection, relay("late"), fwx.fwx_dfpc_Middle)
+        else
+          seen.terminating = p.EndConnect
+        end
+      end, log)
+    local server, logs, ust = HH.proxy({ filters = { filter } })
+    assert.equal(server.fw, filter.fw)
+    local a = HH.client(server.fw, server.port, { "a" }, true)
+    local b = HH.client(server.fw, server.port, { "b" }, true)
+    H.run_until(server.fw, function() return #ust.received == 2 end)
+    -- two connections from 127.0.0.1: one session
+    assert.same({ "FilterInit", "AttachToSession 127.0.0.1" }, { log[1], log[2] })
+    a.socket:Shutdown()
+    b.socket:Shutdown()
+    H.run_until(server.fw, function() return a.done and b.done and server.connections == 0 end)
+    assert.equal("127.0.0.1", seen.accept.RemoteAddress.ip)
+    assert.equal(server.port, seen.accept.LocalAddress.port)
+    assert.is_false(seen.accept.IsSecondary)
+    assert.equal(ust and server.fw and seen.peer.port, tonumber(logs.access[1]:match("upstream=[%d.]+:(%d+)")))
+    assert.equal(tostring(seen.connect.Address), logs.access[1]:match("upstream=(%S+)"))
+    assert.equal("closed", seen.terminating.Reason)
+    local count = {}
+    for _, l in ipairs(log) do count[l] = (count[l] or 0) + 1 end
+    assert.same({ FilterInit = 1, ["AttachToSession 127.0.0.1"] = 1, fwx_AcceptedConnection = 2,
+                  fwx_Connect_Tcp = 2, fwx_EstablishedConnection = 2,
+                  fwx_ConnectionTerminating = 2, ["session:Detach"] = 1 }, count)
+    assert.equal("session:Detach", log[#log]) -- after the last connection's end
+    assert.same({ "df:SetSockets", "df:SetSockets", "df:Detach", "df:Detach" }, (function()
+      local t = {}
+      for _, l in ipairs(df_log) do t[#t + 1] = l end
+      table.sort(t, function(x, y) return x:sub(4) > y:sub(4) end)
+      return t
+    end)())
+    local done = false
+    server.shutdown(0, function() done = true end)
+    assert.is_true(done)
+    assert.equal("FilterShutdown", log[#log])
+    HH.finish(server, ust)
+  end)
+
+  it("pumps a connection no data filter was attached to in the core", function()
+    local log = {}
+    local server, logs, ust = HH.proxy({ filters = { sdk_filter(fwx.fwx_AcceptedConnection, nil, log) } })
+    local st = HH.client(server.fw, server.port, { "through the core" })
+    H.run_until(server.fw, function() return st.done and server.connections == 0 end)
+    assert.equal("through the core", st.reply)
+    HH.finish(server, ust)
+    assert.truthy(logs.access[1]:find("request=16 response=16 end=eof", 1, true), logs.access[1])
+  end)
+
+  it("Deny refuses the connection before the upstream hears of it; an attached data filter is Detached without SetSockets", function()
+    local df_log = {}
+    local server, logs, ust = HH.proxy({ filters = { sdk_filter(fwx.fwx_AcceptedConnection, function(event)
+      local conn = event.Parameters.Accept.piConnectionAccepted
+      conn:AttachDataFilter(relay("df", nil, df_log), fwx.fwx_dfpc_Middle)
+      conn:Deny()
+    end) } })
+    local st = HH.client(server.fw, server.port, { "x" })
+    H.run_until(server.fw, function() return st.done and server.connections == 0 end)
+    assert.is_true(st.reply == "" or st.err ~= nil)
+    assert.equal(0, ust.connections)
+    assert.same({ "df:Detach" }, df_log)
+    HH.finish(server, ust)
+    assert.same({ "refused by the filter" }, ends_of(logs))
+  end)
+
+  it("an upstream that refuses: the data filter is Detached without SetSockets, the log says 1225", function()
+    local fw = HH.service()
+    local ls, port = H.listener(fw)
+    ls:Close()
+    local df_log = {}
+    local server, logs = HH.start(fw, { upstream = ("127.0.0.1:%d"):format(port), filters = {
+      attaching(fwx.fwx_dfpc_Middle, function() return relay("df", nil, df_log) end) } })
+    local st = HH.client(fw, server.port, { "x" })
+    H.run_until(fw, function() return st.done and server.connections == 0 end)
+    HH.finish(server)
+    assert.same({ "df:Detach" }, df_log)
+    assert.truthy(logs.access[1]:find("end=upstream error=1225", 1, true), logs.access[1])
+  end)
+
+  it("a raising FirewallEventHandler refuses its connection (failure closed) or is logged (failure open)", function()
+    for _, failure in ipairs({ "closed", "open" }) do
+      local server, logs, ust = HH.proxy({ failure = failure, filters = {
+        sdk_filter(fwx.fwx_AcceptedConnection, function() error("handler broke") end) } })
+      local st = HH.client(server.fw, server.port, { "x" })
+      H.run_until(server.fw, function() return st.done and server.connections == 0 end)
+      HH.finish(server, ust)
+      assert.equal(1, #logs.errors)
+      assert.truthy(logs.errors[1]:find("FirewallEventHandler raised: .*handler broke"), logs.errors[1])
+      if failure == "closed" then
+        assert.same({ "filter error" }, ends_of(logs))
+        assert.equal(0, ust.connections)
+      else
+        assert.equal("x", st.reply)
+        assert.same({ "eof" }, ends_of(logs))
+      end
+    end
+  end)
+
+  it("a data filter whose notification raises fails its own connection alone", function()
+    local server, logs, ust = HH.proxy({ filters = {
+      attaching(fwx.fwx_dfpc_NAT, function() return relay("nat") end),
+      attaching(fwx.fwx_dfpc_Middle, function()
+        return relay("middle", function(direction, buf)
+          if tostring(buf) == "boom" then error("the data filter broke") end
+          return buf
+        end)
+      end),
+    } })
+    local bad = HH.client(server.fw, server.port, { "boom" }, true)
+    local good = HH.client(server.fw, server.port, { "fine" })
+    H.run_until(server.fw, function() return bad.done and good.done and server.connections == 0 end)
+    assert.is_true(bad.reply == "" or bad.err ~= nil)
+    assert.equal("fine", good.reply)
+    HH.finish(server, ust)
+    assert.equal(1, #logs.errors)
+    assert.truthy(logs.errors[1]:find("the data filter broke", 1, true), logs.errors[1])
+    assert.same({ "closed", "filter error" }, ends_of(logs))
+  end)
+
+  it("Kill ends the connection: every pending operation of its data filters ends once with 995, each Detach comes once", function()
+    local dfs = {}
+    local server, logs, ust
+    server, logs, ust = HH.proxy({ filters = {
+      attaching(fwx.fwx_dfpc_NAT, function() local d = relay("nat"); dfs[1] = d; return d end),
+      attaching(fwx.fwx_dfpc_Middle, function(conn)
+        local d = relay("middle", function(_, buf)
+          if tostring(buf) == "kill" then -- later, with every receive pending again
+            server.fw:SetTimer(10, function() conn:Kill() end)
+          end
+          return buf
+        end)
+        dfs[2] = d
+        return d
+      end),
+    } })
+    local st = HH.client(server.fw, server.port, { "kill" }, true)
+    H.run_until(server.fw, function() return st.done and server.connections == 0 end)
+    H.run_for(server.fw, 20)
+    HH.finish(server, ust)
+    assert.same({ "killed by the filter" }, ends_of(logs))
+    for _, d in ipairs(dfs) do
+      assert.equal(1, d.detached)
+      -- each data filter had a receive pending on each of its sockets
+      assert.same({ E.ERROR_OPERATION_ABORTED, E.ERROR_OPERATION_ABORTED }, d.errors)
+    end
+  end)
+
+  it("an Emulation data filter answers the client itself: no upstream is contacted", function()
+    local fw = HH.service()
+    local ls, port = H.listener(fw)
+    ls:Close() -- an upstream that is not there: contacting it would fail the connection
+    local Hello = {}
+    function Hello:SetSockets(internal, external)
+      assert.is_nil(external)
+      internal:Recv(nil, function(ok, _, buf)
+        assert.is_true(ok)
+        internal:Send("hello, " .. tostring(buf), function()
+          internal:Close()
+        end)
+      end)
+    end
+    local server, logs = HH.start(fw, { upstream = ("127.0.0.1:%d"):format(port), filters = {
+      attaching(fwx.fwx_dfpc_Emulation, function() return setmetatable({}, { __index = Hello }) end) } })
+    local st = HH.client(fw, server.port, { "client" }, true)
+    H.run_until(fw, function() return st.done and server.connections == 0 end)
+    assert.equal("hello, client", st.reply)
+    HH.finish(server)
+    assert.same({ "closed" }, ends_of(logs))
+  end)
+
+  it("ends a chain that moves nothing for idle_timeout_ms, and one that lives past total_timeout_ms", function()
+    for _, case in ipairs({ { idle_timeout_ms = 100, reason = "idle timeout" },
+                            { idle_timeout_ms = 0, total_timeout_ms = 150, reason = "total timeout" } }) do
+      local server, logs, ust = HH.proxy({ idle_timeout_ms = case.idle_timeout_ms,
+        total_timeout_ms = case.total_timeout_ms, filters = {
+        attaching(fwx.fwx_dfpc_NAT, function() return relay("a") end),
+        attaching(fwx.fwx_dfpc_Middle, function() return relay("b") end) } })
+      local st = HH.client(server.fw, server.port, { "quiet now" }, true)
+      H.run_until(server.fw, function() return st.done and server.connections == 0 end)
+      HH.finish(server, ust)
+      assert.equal("quiet now", st.reply)
+      assert.same({ case.reason }, ends_of(logs))
+      assert.truthy(logs.access[1]:find("error=121", 1, true), logs.access[1])
+    end
+  end)
+
+  it("refuses bad SDK filters and misuse of AttachDataFilter with a clear error", function()
+    local host = require "fwx.host"
+    local up = "127.0.0.1:1"
+    local function refuses(text, filter)
+      filter.upstream = filter.upstream or up
+      filter.listen = "127.0.0.1:0"
+      local fw = HH.service()
+      H.raises(text, host.start, filter, fw)
+    end
+    refuses("filters must be a non-empty list", { filters = {} })
+    refuses("filters[1] has no AttachToSession method", { filters = { {} } })
+    refuses("filters[1].FilterInit must be a function", { filters = { { AttachToSession = print, FilterInit = 1 } } })
+    refuses("on_data and SDK filters (AttachToSession) do not mix", { on_data = print, filters = { sdk_filter(1) } })
+    refuses("SDK filters (AttachToSession) serve protocol \"tcp\" only", { protocol = "udp", filters = { sdk_filter(1) } })
+    refuses("filters[1]:FilterInit must return the events it hooks", { filters = { sdk_filter("all") } })
+    refuses("filters[1]: FilterInit raised: ", { filters = { { AttachToSession = print, FilterInit = function() error("no") end } } })
+
+    local problems = {}
+    local server, logs, ust = HH.proxy({ filters = { sdk_filter(fwx.fwx_AcceptedConnection, function(event)
+      local conn = event.Parameters.Accept.piConnectionAccepted
+      for _, case in ipairs({
+        { "data filter with a SetSockets method expected", {}, fwx.fwx_dfpc_Middle },
+        { "a priority class, fwx.fwx_dfpc_NAT (0) to fwx.fwx_dfpc_Emulation (6), expected, got 7", relay("x"), 7 },
+        { "expected, got nil", relay("x"), nil },
+      }) do
+        local fine, err = pcall(conn.AttachDataFilter, conn, case[2], case[3])
+        if fine or not tostring(err):find(case[1], 1, true) then problems[#problems + 1] = tostring(err) end
+      end
+    end) } })
+    local st = HH.client(server.fw, server.port, { "still served" })
+    H.run_until(server.fw, function() return st.done and server.connections == 0 end)
+    HH.finish(server, ust)
+    assert.same({}, problems)
+    assert.equal("still served", st.reply)
+    assert.same({}, logs.errors)
+  end)
+
+  it("serves the README's SDK filter as it is printed there", function()
+    local f = assert(io.open("README.md"))
+    local readme = f:read("a")
+    f:close()
+    local section = readme:match("#### Filters in the SDK's shape.-```lua\n(.-)```")
+    assert.truthy(section, "the README's SDK example")
+    local fw = HH.service()
+    local up, ust = HH.upstream(fw)
+    local filter = assert(load(section, "=README.md"))(fw)
+    filter.upstream = up
+    local server, logs = HH.start(fw, filter)
+    local st = HH.client(fw, server.port, { "from the readme" })
+    H.run_until(fw, function() return st.done and server.connections == 0 end)
+    HH.finish(server, ust)
+    assert.equal("FROM THE README", st.reply)
+    assert.same({ "closed" }, ends_of(logs))
+  end)
+end)
