@@ -133,6 +133,7 @@ struct fwx_port {
   uv_timer_t deadline;     /* bounds one run; unref'd, it keeps nothing alive */
   fwx__link_t handles, timers, ops; /* open objects, for shutdown (sockets: the
                                         loop's handles) */
+  fwx__link_t links;       /* link.c: the ends of links between data filters */
   struct fwx__arena *arena; /* the block reads go into (arena.c) */
   struct fwx__arena *spare; /* emptied blocks kept for reuse, and how many */
   size_t spares;
@@ -271,6 +272,7 @@ typedef struct fwx__uv_signal {
 void fwx__op_init(fwx_op_t *op, fwx_port_t *port, fwx_op_kind_t kind);
 void fwx__op_start(fwx_op_t *op, uintptr_t key, void *object);
 void fwx__op_complete(fwx_op_t *op, int status);
+void fwx__op_end_recv(fwx_op_t *op, int status); /* no data: an end, an error, a cancel */
 fwx_op_t *fwx__op_alloc(fwx_port_t *port, fwx_op_kind_t kind);
 fwx__sendop_t *fwx__sendop_alloc(fwx_port_t *port);
 int fwx__sendop_reserve(fwx_port_t *port);
@@ -327,6 +329,7 @@ void fwx__pump_cancel(struct fwx__pump *p);
 
 /* handle.c / timer.c / lookup.c, for shutdown */
 void fwx__handle_shutdown_all(fwx_port_t *port);
+void fwx__link_shutdown_all(fwx_port_t *port);
 int fwx__handle_cancel(fwx_handle_t *h, fwx_op_t *op);
 void fwx__timer_shutdown_all(fwx_port_t *port);
 

@@ -101,6 +101,10 @@ void *fwx_port_owner(const fwx_port_t *port);
 /* Run the loop once: block (1) until something completes, or just poll (0).
  * Returns the number of packets queued afterwards. */
 size_t fwx_port_poll(fwx_port_t *port, int block);
+/* Whether nothing can happen any more without the owner: operations are pending, but
+ * none is queued and nothing libuv watches (a socket, a timer, a deadline) can end
+ * one; only the owner's own calls can (a link's receive waits for a send). */
+int fwx_port_stuck(const fwx_port_t *port);
 /* Dequeue one packet; returns 1, or 0 when the queue is empty. Never blocks. */
 int fwx_port_get(fwx_port_t *port, fwx_completion_t *out);
 /* Drop the references a completion carries, for a caller that will not use them. */
@@ -234,6 +238,25 @@ int fwx_socket_name(fwx_socket_t *s, int peer, struct sockaddr_storage *out);
 int fwx_socket_setopt(fwx_socket_t *s, fwx_sockopt_t opt, int value);
 int fwx_socket_getopt(fwx_socket_t *s, fwx_sockopt_t opt, int *value);
 int fwx_socket_fd(fwx_socket_t *s);
+
+/* ---- links (link.c): the sockets between two data filters of a chain ---- */
+typedef struct fwx_link fwx_link_t;
+/* Two connected ends, each with one reference. */
+int fwx_link_pair(fwx_port_t *port, fwx_link_t **a, fwx_link_t **b);
+void fwx_link_ref(fwx_link_t *l);
+void fwx_link_unref(fwx_link_t *l); /* the last one closes it gracefully */
+fwx_port_t *fwx_link_port(const fwx_link_t *l);
+int fwx_link_closed(const fwx_link_t *l);
+int fwx_link_receiving(const fwx_link_t *l); /* a Recv is pending or queued */
+/* buf NULL: the packet brings the bytes in a buffer of their own. Packets of kind
+ * FWX_OP_RECV and FWX_OP_SEND, as a socket's, with no object: the caller keeps the end
+ * alive while an operation is pending. */
+int fwx_link_recv(fwx_link_t *l, fwx_buffer_t *buf, uintptr_t key);
+/* The bytes are copied at the call. notify 0: no packet is delivered. */
+int fwx_link_send(fwx_link_t *l, const char *data, size_t len, int notify, uintptr_t key);
+int fwx_link_shutdown(fwx_link_t *l);
+int fwx_link_close(fwx_link_t *l, int abortive);
+int fwx_link_cancel_io(fwx_link_t *l); /* 1 if it ended a pending Recv (995) */
 
 /* ---- hooked handles (handle.c) ---- */
 int fwx_handle_hook(fwx_port_t *port, int fd, fwx_handle_t **out); /* dups fd */

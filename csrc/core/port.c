@@ -36,6 +36,7 @@ int fwx_port_new(fwx_port_t **out) {
   fwx__list_init(&port->handles);
   fwx__list_init(&port->timers);
   fwx__list_init(&port->ops);
+  fwx__list_init(&port->links);
   ignore_sigpipe();
   *out = port;
   return 0;
@@ -220,6 +221,21 @@ void fwx__op_complete(fwx_op_t *op, int status) {
   enqueue(port, op);
 }
 
+/* End a pending receive (a socket's, a hooked pipe's, a link's) with status and no
+ * data. A graceful end still hands a service receive an empty buffer, so "0 bytes"
+ * reads the same either way; a buffer of the caller's is emptied and given back. */
+void fwx__op_end_recv(fwx_op_t *op, int status) {
+  if (op->buf != NULL) {
+    fwx_buffer_unlend(op->buf);
+    if (status == UV_EOF) fwx__buffer_fill(op->buf, NULL, 0);
+  } else if (status == UV_EOF) {
+    op->buf = fwx_buffer_new(0);
+    if (op->buf == NULL) status = UV_ENOMEM;
+  }
+  op->bytes = 0;
+  fwx__op_complete(op, status);
+}
+
 /* A record from the free list, or a new one; not initialised. */
 static fwx_op_t *take_record(fwx_port_t *port) {
   fwx_op_t *op = port->free_ops;
@@ -379,8 +395,22 @@ size_t fwx_port_poll(fwx_port_t *port, int block) {
   if (port->deferred_count > 0 && (fwx__deferred_run(port) || port->queued > 0))
     return port->queued;
   port->polls++;
-  uv_run(&port->loop, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);
+  if (block && !uv_loop_alive(&port->loop) && uv_is_active((uv_handle_t *)&port->deadline)) {
+    /* Nothing libuv watches can end what is pending (a link's receive waits for its
+     * owner's next send): wait for the deadline itself, which is unref'd so that it
+     * keeps nothing else running. */
+    uv_ref((uv_handle_t *)&port->deadline);
+    uv_run(&port->loop, UV_RUN_ONCE);
+    uv_unref((uv_handle_t *)&port->deadline);
+  } else {
+    uv_run(&port->loop, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);
+  }
   return port->queued;
+}
+
+int fwx_port_stuck(const fwx_port_t *port) {
+  return port->queued == 0 && port->deferred_count == 0 && !uv_loop_alive(&port->loop) &&
+         !uv_is_active((const uv_handle_t *)&port->deadline);
 }
 
 size_t fwx_port_polls(const fwx_port_t *port) { return port->polls; }
@@ -405,7 +435,7 @@ int fwx_port_wait(fwx_port_t *port, fwx_completion_t *out, int timeout_ms) {
     uv_timer_start(timer, wait_timeout_cb, (uint64_t)timeout_ms, 0);
   }
   while (!(got = fwx_port_get(port, out)) && !expired) {
-    if (fwx_port_pending(port) == 0) break;
+    if (fwx_port_pending(port) == 0 || (timer == NULL && fwx_port_stuck(port))) break;
     fwx_port_poll(port, 1);
   }
   if (timer != NULL) uv_close((uv_handle_t *)timer, wait_timer_close_cb);
@@ -442,6 +472,7 @@ void fwx_port_shutdown(fwx_port_t *port) {
   fwx__socket_shutdown_all(port);
   fwx__deferred_clear(port); /* what it held is closed now */
   fwx__handle_shutdown_all(port);
+  fwx__link_shutdown_all(port);
   fwx__timer_shutdown_all(port);
   fwx__lookup_shutdown_all(port);
   fwx__workers_detach(port); /* after this, messages are refused; queued ones stay */

@@ -64,19 +64,10 @@ static int resume_reading(uv_stream_t *stream) {
   return rc;
 }
 
-/* End the pending receive with status and no data. A graceful close still hands a
- * service receive an empty buffer, so "0 bytes" reads the same either way. */
+/* End the pending receive with status and no data (fwx__op_end_recv). */
 static void end_recv(fwx__reader_t *r, fwx_op_t *op, int status) {
-  if (op->buf != NULL) {
-    fwx_buffer_unlend(op->buf);
-    if (status == UV_EOF) fwx__buffer_fill(op->buf, NULL, 0);
-  } else if (status == UV_EOF) {
-    op->buf = fwx_buffer_new(0);
-    if (op->buf == NULL) status = UV_ENOMEM;
-  }
   if (r->op == op) r->op = NULL;
-  op->bytes = 0;
-  fwx__op_complete(op, status);
+  fwx__op_end_recv(op, status);
 }
 
 /* Give op up to its buffer's worth of bytes from p; a service receive gets exactly n. */

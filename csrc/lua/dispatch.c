@@ -616,8 +616,9 @@ static void round_failed(lua_State *L, round_t *r, int svidx) {
   lua_settop(L, msg - 1);
 }
 
-/* Run the dispatcher. Normal mode returns on stop(), on Close(), or when nothing is
- * pending; drain mode (Close) goes on until nothing is pending whatever stop says.
+/* Run the dispatcher. Normal mode returns on stop(), on Close(), when nothing is
+ * pending (1), or when what is pending can only be ended by the program's own calls
+ * (-1: fwx_port_stuck); drain mode (Close) goes on until nothing is pending whatever stop says.
  * Each round delivers only what was queued when it began, so a handler that keeps
  * posting cannot starve I/O. */
 int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_t timeout) {
@@ -676,6 +677,12 @@ int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_
       break;
     }
     if (!drain && fwx_port_deadline_hit(port)) break;
+    /* What is pending waits for calls of the owner's (a link's receive for a send):
+     * no poll can end it, so run() returns, as it would with nothing pending. */
+    if (!drain && fwx_port_stuck(port)) {
+      idle = -1;
+      break;
+    }
     fwx_port_poll(port, fwx_port_queued(port) == 0);
   }
   if (!drain && timeout >= 0 && !sv->closed) fwx_port_deadline(port, -1);

@@ -8,7 +8,7 @@ const char lfwx_class_tags[LFWX_NCLASSES + 1];
 
 const char *const lfwx_class_names[LFWX_NCLASSES + 1] = {
   NULL, "fwx.service", "fwx.socket", "fwx.buffer", "fwx.address", "fwx.overlapped",
-  "fwx.handle", "fwx.timer", "fwx.block"
+  "fwx.handle", "fwx.timer", "fwx.block", "fwx.link"
 };
 
 static void alias_snake(lua_State *L, int methods_idx, const char *const *skip);
@@ -148,6 +148,7 @@ __attribute__((visibility("default"))) int luaopen_fwx_core(lua_State *L) {
     {"_arena_stats", lfwx_arena_stats},
     {"_polls", lfwx_poll_count},
     {"new", lfwx_service_new},
+    {"link_pair", lfwx_link_pair},
     {"_encode", l_encode},
     {"_decode", l_decode},
     {NULL, NULL}
@@ -164,6 +165,7 @@ __attribute__((visibility("default"))) int luaopen_fwx_core(lua_State *L) {
   lfwx_open_address(L);
   lfwx_open_socket(L);
   lfwx_open_overlapped(L);
+  lfwx_open_link(L);
   lfwx_open_handle(L);
   lfwx_open_timer(L);
   lfwx_open_service(L);

@@ -16,7 +16,7 @@
  * inside the block (a light userdata has size 0). */
 enum {
   LFWX_SERVICE = 1, LFWX_SOCKET, LFWX_BUFFER, LFWX_ADDRESS, LFWX_OVERLAPPED, LFWX_HANDLE,
-  LFWX_TIMER, LFWX_BLOCK, LFWX_NCLASSES = LFWX_BLOCK
+  LFWX_TIMER, LFWX_BLOCK, LFWX_LINK, LFWX_NCLASSES = LFWX_LINK
 };
 extern const char *const lfwx_class_names[LFWX_NCLASSES + 1]; /* "fwx.socket", ... */
 extern const char lfwx_class_tags[LFWX_NCLASSES + 1];
@@ -206,6 +206,8 @@ int lfwx_check_sockaddr(lua_State *L, int host_idx, int port_idx,
                         struct sockaddr_storage *out);
 
 /* overlapped.c, handle.c, timer.c */
+int lfwx_open_link(lua_State *L);
+int lfwx_link_pair(lua_State *L); /* core.link_pair */
 int lfwx_open_overlapped(lua_State *L);
 int lfwx_create_overlapped(lua_State *L);
 int lfwx_open_handle(lua_State *L);

@@ -85,9 +85,9 @@ static int l_run(lua_State *L) {
   stopped = sv->stop || sv->closed;
   sv->running = 0;
   sv->stop = 0;
-  lua_pushboolean(L, idle);
-  if (idle) return 1;
-  lua_pushstring(L, stopped ? "stopped" : "timeout");
+  lua_pushboolean(L, idle > 0);
+  if (idle > 0) return 1;
+  lua_pushstring(L, stopped ? "stopped" : idle < 0 ? "waiting" : "timeout");
   return 2;
 }
 

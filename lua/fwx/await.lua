@@ -182,29 +182,6 @@ local function timeout_of(s, ms)
   return ms
 end
 
---- await.io(obj, method, name, data, ms, cancel) -> the notification's values: the
--- await style of an object written in Lua whose obj[method](obj, data, sink, ud)
--- notifies as a socket's Recv or Send does (sink(ok, err, buffer, ud)), such as a link
--- between data filters (lua/fwx/link.lua). ms: its timeout, as a socket's; when it
--- runs out, cancel(obj) is called, and the 995 that follows reads as 121.
-function M.io(obj, method, name, data, ms, cancel)
-  local co = current("e:" .. name, 4)
-  check_timeout(ms, 2, name, 4)
-  local ud, st = userdata(co, ms, cancel, obj)
-  local fine, err = pcall(obj[method], obj, data, st and wake_io_timed or wake_io, ud)
-  if not fine then
-    -- raised again at the caller's line, in the awaited call's name (the object's
-    -- methods number their arguments without the object, as the await style does)
-    if type(err) == "string" then
-      err = err:gsub("^[^\n]-:%d+: ", "", 1)
-      err = err:gsub("to '" .. method .. "'", "to '" .. name .. "'", 1)
-      err = err:gsub("^" .. method .. ":", name .. ":", 1)
-    end
-    error(err, 3)
-  end
-  return wait(spawned[co], ms, st)
-end
-
 --- Install the await style into the method tables of the classes.
 function M.install(methods)
   local service, socket, handle = methods.service, methods.socket, methods.handle
@@ -320,6 +297,27 @@ function M.install(methods)
     end
     local ud, st = userdata(co, ms, close_abortive, self)
     begin("sendto", nil, self.SendTo, self, data, host, port, st and wake_io_timed or wake_io, ud)
+    return wait(spawned[co], ms, st)
+  end
+
+  -- A link's (the sockets between data filters, lua/fwx/link.lua): as a socket's
+  -- with a timer, since the core has no deadlines for links.
+  local link = methods.link
+  --- e:recv([buffer] [, ms]) -> ok, err, buffer
+  function link:recv(buffer, ms)
+    local co = current("e:recv")
+    if ms == nil and type(buffer) == "number" then buffer, ms = nil, buffer end
+    check_timeout(ms, 2, "recv")
+    local ud, st = userdata(co, ms, cancel_io, self)
+    begin("recv", nil, self.Recv, self, buffer, st and wake_io_timed or wake_io, ud)
+    return wait(spawned[co], ms, st)
+  end
+  --- e:send(buffer_or_string [, ms]) -> ok, err, buffer
+  function link:send(data, ms)
+    local co = current("e:send")
+    check_timeout(ms, 2, "send")
+    local ud, st = userdata(co, ms, close_abortive, self)
+    begin("send", nil, self.Send, self, data, st and wake_io_timed or wake_io, ud)
     return wait(spawned[co], ms, st)
   end
 

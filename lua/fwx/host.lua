@@ -357,7 +357,7 @@ function M.start(filter, fw)
     end
     if sdk then
       conn._fw = fw
-      function conn._on_timer(t) conn_of[t] = conn end -- a link's notifications
+      function conn._own(obj) conn_of[obj] = conn end -- a link's end
       sdk.connection(conn)
     end
 
@@ -380,22 +380,31 @@ function M.start(filter, fw)
         if ok then finish("total timeout", ERROR_SEM_TIMEOUT) end
       end)
     end
-    -- SDK data filters move the bytes themselves: the host notes their sockets'
-    -- activity, and its own timer looks at it once per limit.
-    local function watch_idle(ms)
-      idle_timer = fw:SetTimer(ms, function(ok)
-        idle_timer = nil
-        if not ok or conn.closed then return end
-        local quiet = fw:now() - conn._active_at
-        if quiet >= idle_ms then return finish("idle timeout", ERROR_SEM_TIMEOUT) end
-        watch_idle(idle_ms - quiet)
-      end)
+    -- SDK data filters move the bytes themselves: the host counts the Recv and Send
+    -- calls on the real sockets (conn._moves), and its timer looks at the count four
+    -- times per limit: a connection whose count has not changed for the limit ends,
+    -- between 1 and 1.25 limits after its last call. A clock read per call would cost
+    -- more than the count.
+    local function watch_idle()
+      local moves, since = conn._moves, fw:now()
+      local tick = math.max(1, idle_ms // 4)
+      idle_timer = fw:SetTimer(tick, function(ok)
+        if not ok or conn.closed then idle_timer = nil; return end
+        local now = fw:now()
+        if conn._moves ~= moves then
+          moves, since = conn._moves, now
+        elseif now - since >= idle_ms then
+          idle_timer:Cancel()
+          idle_timer = nil
+          return finish("idle timeout", ERROR_SEM_TIMEOUT)
+        end
+      end, nil, tick)
     end
     local function start_chain(up)
       local fine, why = sdk.start(conn, client, up)
       if conn.closed then return end
       if not fine then return finish(why) end
-      if idle_ms then watch_idle(idle_ms) end
+      if idle_ms then watch_idle() end
     end
     if sdk and conn._emulated then -- the filter answers: no upstream
       upstream:Close()

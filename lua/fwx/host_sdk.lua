@@ -104,24 +104,12 @@ end
 
 -- A real socket as a data filter is given it: the core's socket, with the host
 -- watching what it needs to (the activity for the idle limit, the bytes sent for the
--- counts, the Close that ends the connection). One Lua call more per operation.
+-- counts, the Close that ends the connection). Recv and Send, every chunk's, are each
+-- end's own closures over the core's methods (made by socket_end below): a method
+-- found through a metatable, and the socket's method found through its own, cost more
+-- than the rest of the wrapper.
 local SocketEnd = {}
 SocketEnd.__index = SocketEnd
-
-function SocketEnd:Recv(buf, sink, ud)
-  local c = self._conn
-  c._active_at = c._now()
-  return self._s:Recv(buf, sink, ud)
-end
-
-function SocketEnd:Send(data, sink, ud)
-  local c = self._conn
-  c._active_at = c._now()
-  local n = #data
-  local fine = self._s:Send(data, sink, ud)
-  c[self._counter] = c[self._counter] + n
-  return fine
-end
 
 function SocketEnd:Close(abortive)
   self._s:Close(abortive)
@@ -147,15 +135,33 @@ function SocketEnd:settimeout(ms) return self._s:settimeout(ms) end
 
 function SocketEnd:recv(...)
   local c = self._conn
-  c._active_at = c._now()
+  c._moves = c._moves + 1
   return self._s:recv(...)
 end
 
 function SocketEnd:send(data, ms)
   local c = self._conn
-  c._active_at = c._now()
+  c._moves = c._moves + 1
   c[self._counter] = c[self._counter] + #data
   return self._s:send(data, ms)
+end
+
+-- The end of connection c for its core socket s; counter names the count its sends
+-- add to.
+local function socket_end(c, s, side, counter)
+  local recv, send = s.Recv, s.Send
+  return setmetatable({
+    _s = s, _conn = c, _side = side, _counter = counter, _closed = false,
+    Recv = function(_, buf, sink, ud)
+      c._moves = c._moves + 1
+      return recv(s, buf, sink, ud)
+    end,
+    Send = function(_, data, sink, ud)
+      c._moves = c._moves + 1
+      c[counter] = c[counter] + #data
+      return send(s, data, sink, ud)
+    end,
+  }, SocketEnd)
 end
 
 SocketEnd.__close = function(e) e:Close() end
@@ -242,7 +248,6 @@ function M.new(list, fw, f, report)
     filters[i] = { filter = filter, events = mask, index = i }
   end
   local sessions = {} -- client ip -> session
-  local now = function() return fw:now() end
 
   -- Run fn(...) protected; a raise is reported as conn's: whether it ran, its result.
   local function protected(conn, what, fn, ...)
@@ -271,8 +276,7 @@ function M.new(list, fw, f, report)
     s.connections = s.connections + 1
     conn._session = s
     conn._chain = {}
-    conn._now = now
-    conn._active_at = now()
+    conn._moves = 0 -- Recv and Send calls on its real sockets: the idle limit's clock
     conn.api = setmetatable({ _conn = conn, id = conn.id, client = conn.client }, Connection)
   end
 
@@ -356,21 +360,21 @@ function M.new(list, fw, f, report)
     end
     conn._end_closed = end_closed
     local function real(s, side, counter)
-      local e = setmetatable({ _s = s, _conn = conn, _side = side, _counter = counter,
-                               _closed = false }, SocketEnd)
+      local e = socket_end(conn, s, side, counter)
       ends[#ends + 1] = e
       return e
     end
     conn._client_end = real(client, "client", "response_bytes")
     if upstream ~= nil then conn._upstream_end = real(upstream, "upstream", "request_bytes") end
     local internal = conn._client_end
-    local opts = { on_timer = conn._on_timer }
+    local towards = upstream and upstream:GetPeerName() or nil
     for i, entry in ipairs(chain) do
       local external
       if i < #chain then
-        opts.name = ("between data filters %d and %d of connection %d"):format(i, i + 1, conn.id)
-        opts.a_name, opts.b_name = conn.client, upstream and upstream:GetPeerName() or nil
-        local a, b = link.pair(conn._fw, opts)
+        -- Each end's names are the connection's: the client's on the client side.
+        local a, b = link.pair(conn._fw, conn.client, towards)
+        conn._own(a)
+        conn._own(b)
         ends[#ends + 1], ends[#ends + 2] = a, b
         external, entry.next_internal = a, b
       else
@@ -395,10 +399,10 @@ function M.new(list, fw, f, report)
       -- The host ends them all: each receive waiting on a link ends with 995, as on
       -- the real sockets, before a close could tell it of a reset instead.
       for _, e in ipairs(conn._ends) do
-        if getmetatable(e) == link.End then e:CancelIo() end
+        if link.is_link(e) then e:CancelIo() end
       end
       for _, e in ipairs(conn._ends) do
-        if getmetatable(e) == link.End then e:Close(true) end
+        if link.is_link(e) then e:Close(true) end
       end
     end
     sdk.event(conn, TERMINATING, { EndConnect = { piConnection = conn.api, Reason = reason, Error = err } })
