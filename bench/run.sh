@@ -186,12 +186,12 @@ IR_WORKLOADS=(
 group_servers() {
   case $1 in
     echo) echo "c luv fwx fwx_await" ;;
-    proxy) echo "c luv fwx fwx_pump fwx_filter fwx_host fwx_host_lua fwx_host_t2" ;;
+    proxy) echo "c luv fwx fwx_pump fwx_filter fwx_host fwx_host_lua fwx_host_t2 fwx_host_sdk" ;;
     dispatch) echo "c luv fwx_post fwx_timer fwx_message" ;;
     # luv first: its ratio is the one that says something. The C servers spend
     # almost all their time in the kernel, which callgrind does not count.
     ir_echo) echo "luv c fwx fwx_await fwx_await_to" ;;
-    ir_proxy) echo "luv c fwx fwx_filter fwx_host_lua fwx_host_t2" ;;
+    ir_proxy) echo "luv c fwx fwx_filter fwx_host_lua fwx_host_t2 fwx_host_sdk fwx_host_chain" ;;
     ir_dispatch) echo "luv c fwx_post fwx_timer" ;;
   esac
 }
@@ -237,6 +237,8 @@ server_cmd() {
     proxy:fwx_host_lua) CMD=("${fwx_env[@]}" bench/fwx_host_proxy.lua lua 0 127.0.0.1 "$arg") ;;
     # Both workers' threads run on the server's one CPU, as every server here does.
     proxy:fwx_host_t2) CMD=("${fwx_env[@]}" bench/fwx_host_proxy.lua lua_t2 0 127.0.0.1 "$arg") ;;
+    proxy:fwx_host_sdk) CMD=("${fwx_env[@]}" bench/fwx_host_proxy.lua sdk 0 127.0.0.1 "$arg") ;;
+    proxy:fwx_host_chain) CMD=("${fwx_env[@]}" bench/fwx_host_proxy.lua chain 0 127.0.0.1 "$arg") ;;
     upstream:c) CMD=("$BDIR/c_echo" 0) ;;
     upstream:sink) CMD=("$BDIR/loadgen" -t "$SERVER_LIMIT" sink 127.0.0.1 0) ;;
     dispatch:c) CMD=("$BDIR/dispatch_c" "$arg" "$DISPATCH_SECONDS") ;;
