@@ -352,6 +352,30 @@ describe("the host with SDK filters", function()
     end
   end)
 
+  it("keeps a chain that moves bytes alive past its idle limit, and ends it once it goes quiet", function()
+    local server, logs, ust = HH.proxy({ idle_timeout_ms = 100, filters = {
+      attaching(fwx.fwx_dfpc_NAT, function() return relay("a") end),
+      attaching(fwx.fwx_dfpc_Middle, function() return relay("b") end) } })
+    local fw = server.fw
+    local st = HH.client(fw, server.port, {}, true)
+    H.run_until(fw, function() return st.socket ~= nil end)
+    -- a byte every 30 ms for 400 ms: four limits long, never 100 ms quiet
+    local sent, ticker = 0, nil
+    ticker = fw:SetTimer(30, function(ok)
+      if not ok then return end
+      sent = sent + 1
+      st.socket:Send("x")
+      if sent == 13 then ticker:Cancel() end
+    end, nil, 30)
+    H.run_until(fw, function() return sent == 13 end)
+    assert.equal(1, server.connections)
+    assert.same({}, logs.access)
+    H.run_until(fw, function() return st.done and server.connections == 0 end)
+    HH.finish(server, ust)
+    assert.equal(string.rep("x", 13), st.reply)
+    assert.same({ "idle timeout" }, ends_of(logs))
+  end)
+
   it("refuses bad SDK filters and misuse of AttachDataFilter with a clear error", function()
     local host = require "fwx.host"
     local up = "127.0.0.1:1"
