@@ -82,6 +82,40 @@ describe("the host", function()
     assert.matches(" request=5 response=0 ", closed_line)
   end)
 
+  it("conn:pause holds a direction from on_accept until conn:resume (an answer awaited first); without on_data it raises", function()
+    local seen, checked = {}, false
+    local server, logs, ust
+    server, logs, ust = proxy({
+      on_accept = function(conn)
+        assert.is_true(conn:pause("request")) -- before the pump has started
+        server.fw:SetTimer(50, function() -- as if a check elsewhere answered
+          checked = true
+          conn:send("response", "checked;")
+          conn:resume("request")
+        end)
+      end,
+      on_data = function(conn, direction, buf)
+        assert.is_true(checked or direction == "response", "a request chunk before the resume")
+        seen[#seen + 1] = direction
+      end,
+    })
+    local st = client(server.fw, server.port, { "after the check" })
+    H.run_until(server.fw, function() return st.done end)
+    assert.equal("checked;after the check", st.reply)
+    assert.same({ "request", "response" }, seen)
+    finish(server, ust)
+    assert.same({}, logs.errors)
+
+    local raised
+    server, logs, ust = proxy({ on_accept = function(conn)
+      raised = select(2, pcall(conn.pause, conn, "request"))
+    end })
+    st = client(server.fw, server.port, { "core" })
+    H.run_until(server.fw, function() return st.done end)
+    finish(server, ust)
+    assert.truthy(tostring(raised):find("conn:pause needs on_data", 1, true), tostring(raised))
+  end)
+
   it("forwards a buffer or a string on_data returns, and fails a connection on anything else", function()
     local server, logs, ust
     server, logs, ust = proxy({

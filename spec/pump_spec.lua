@@ -98,8 +98,8 @@ local function pump_proxy(fw, up_port, opts)
   local function pump(a, b)
     st.a, st.b = a, b
     if opts.before then opts.before(a, b) end
-    fw:Pump(a, b, opts.object_sink and { CompletePump = function(_, ...) sink(...) end } or sink,
-            "pump-ud", filter, opts.idle_ms)
+    st.pump = fw:Pump(a, b, opts.object_sink and { CompletePump = function(_, ...) sink(...) end } or sink,
+                      "pump-ud", filter, opts.idle_ms)
     st.started = true
     if opts.started then opts.started(a, b) end
   end
@@ -925,6 +925,57 @@ describe("fw:Pump's filter", function()
     local up_port, up = echo_server(fw)
     local port, st = pump_proxy(fw, up_port, opts)
     return port, st, up
+  end
+
+  -- Paused from its own chunk's filter call, the direction does not receive again;
+  -- paused from the other direction's, its receive is armed and the chunk it brings
+  -- is held.
+  for _, from in ipairs({ "request", "response" }) do
+  it("Pause holds a direction back (paused from the " .. from .. " filter): no chunk of it reaches the filter until Resume, which hands it on from the dispatcher", function()
+    local fw = H.new()
+    local seen, resuming, paused_at = {}, false, nil
+    local port, st
+    port, st = filtered_proxy(fw, function(_, direction, buf)
+      assert.is_false(resuming, "a held chunk reached the filter inside Resume")
+      seen[#seen + 1] = direction .. ":" .. tostring(buf)
+      if tostring(buf) == "pause|" and direction == from then
+        assert.is_true(st.pump:Pause("request"))
+        paused_at = #seen
+        fw:SetTimer(100, function()
+          -- what the client sent meanwhile did not reach the filter (from the request
+          -- filter: the echo of "pause|" came since)
+          assert.equal(paused_at + (from == "request" and 1 or 0), #seen)
+          resuming = true
+          assert.is_true(st.pump:Resume("request"))
+          resuming = false
+        end)
+      end
+    end)
+    local got
+    client(fw, port, function(c)
+      c:Send("pause|")
+      c:Recv(nil, function(ok, err, buf) -- the echo: the pause is in place now
+        assert(ok, err)
+        assert.equal("pause|", tostring(buf))
+        c:Send("held|")
+        c:Send("later|")
+        c:Shutdown()
+        read_all(c, function(data) got = data; c:Close() end)
+      end)
+    end)
+    H.run(fw)
+    assert.equal("held|later|", got)
+    local requests = {}
+    for _, v in ipairs(seen) do
+      if v:find("^request:") then requests[#requests + 1] = v:sub(9) end
+    end
+    assert.equal("pause|held|later|", table.concat(requests))
+    assert.is_true((the_call(st)))
+    -- ended: both say so, and a bad direction is refused
+    assert.is_false(st.pump:Pause("request"))
+    assert.is_false(st.pump:Resume("response"))
+    H.raises("invalid option 'both'", st.pump.Pause, st.pump, "both")
+  end)
   end
 
   it("is called with the user data, the direction and the chunk; its result is what goes on", function()

@@ -24,8 +24,9 @@ lua_Integer lfwx_check_idle(lua_State *L, int idx) {
 }
 
 /* fw:Pump(a, b, sink, userdata [, filter [, idle_ms]]): with a filter, the filtered
- * pump (relay.c); with idle_ms, the pump ends with 121 once nothing has moved either way
- * for that long. */
+ * pump (relay.c), which is returned (pump:Pause(direction), pump:Resume(direction));
+ * with idle_ms, the pump ends with 121 once nothing has moved either way for that
+ * long. */
 int lfwx_pump(lua_State *L) {
   lfwx_service_t *sv;
   lfwx_socket_t *a, *b;
@@ -54,7 +55,11 @@ int lfwx_pump(lua_State *L) {
     else if (idle > 0)
       fwx_pump_idle(a->s, (uint64_t)idle); /* 0 if it ended at once: nothing to limit */
   }
-  if (r == 0) return 0;
+  if (r == 0) {
+    if (lua_isnil(L, 6)) return 0;
+    lua_settop(L, 8); /* the filtered pump returns its relay (lfwx_relay_start put it there) */
+    return 1;
+  }
   switch (r) {
   case FWX_ESTATE:
     return luaL_error(L, "Pump: both sockets must be connected tcp sockets (accepted, or "

@@ -41,7 +41,14 @@
  * way) for that long. A chunk only notes the loop's time. The limit is a timer of the
  * callback style (its box in the relay's user values, whose __gc gives the core timer
  * back), set for the whole limit and, when it fires early, set again for what is
- * left: one timer per limit's length of a busy relay, not one per chunk. */
+ * left: one timer per limit's length of a busy relay, not one per chunk.
+ *
+ * Pause (the relay is returned by fw:Pump, with Pause(direction) and
+ * Resume(direction)): a paused direction's filter sees no chunk until it is resumed.
+ * The receive already armed may still bring one; it is held, and the direction does
+ * not receive again, so what the peer sends meanwhile waits in the kernel (the peer is
+ * pushed back on). Resume receives again or, for a held chunk, posts a task that hands
+ * it to the filter: from the dispatcher, never inside Resume. */
 #include "lfwx.h"
 #include <string.h>
 
@@ -54,7 +61,8 @@
 enum {
   RUV_SINK = 1, RUV_UD, RUV_BOX_A, RUV_BOX_B, RUV_MARKER_A, RUV_MARKER_B,
   RUV_IDLE, /* the idle limit's timer box, or nil */
-  RUV_N = RUV_IDLE
+  RUV_HELD_A, RUV_HELD_B, /* a paused direction's chunk, held for its Resume */
+  RUV_N = RUV_HELD_B
 };
 /* The upvalues of a direction's receive closure. */
 enum { RECV_RELAY = 1, RECV_NAME, RECV_FILTER, RECV_UD, RECV_DIR };
@@ -67,6 +75,9 @@ typedef struct relay_dir {
   unsigned marker_out : 1;   /* a marker send has not come back */
   unsigned waiting : 1;      /* receiving stopped until it does */
   unsigned ended : 1;        /* the source's end of stream was passed on */
+  unsigned paused : 1;       /* Pause: the filter sees no chunk of it until Resume */
+  unsigned held : 1;         /* a chunk came while paused: in RUV_HELD_*, no receive */
+  unsigned parked : 1;       /* paused with no receive armed and nothing held */
 } relay_dir_t;
 
 typedef struct relay {
@@ -272,6 +283,12 @@ static int relay_recv(lua_State *L) {
   }
   b = lfwx_test_buffer(L, 3);
   n = b != NULL ? fwx_buffer_size(b) : 0;
+  if (n > 0 && dir->paused) { /* the receive armed before Pause: hold its chunk */
+    lua_pushvalue(L, 3);
+    lua_setiuservalue(L, ridx, RUV_HELD_A + d);
+    dir->held = 1;
+    return 0;
+  }
   if (n == 0) {
     /* End of stream: pass it on after what was sent before it. A shutdown that fails
      * (the peer is gone) shows in the other direction's receive. */
@@ -323,7 +340,12 @@ static int relay_recv(lua_State *L) {
     len = fwx_buffer_size(out);
   }
   r = len > 0 ? send_on(L, R, ridx, d, data, len) : 0;
-  if (r == 0) r = receive(L, ridx, d);
+  if (r == 0) {
+    if (dir->paused) /* the filter paused its own direction */
+      dir->parked = 1;
+    else
+      r = receive(L, ridx, d);
+  }
   if (r < 0) end_relay(L, R, ridx, win32_of(r));
   return 0;
 }
@@ -343,16 +365,104 @@ static int relay_marker(lua_State *L) {
   if (R->idle_ms > 0) R->active_at = fwx_port_now(R->port); /* 64 KiB were written */
   if (!dir->waiting) return 0;
   dir->waiting = 0;
+  if (dir->paused) {
+    dir->parked = 1;
+    return 0;
+  }
   r = receive(L, ridx, d);
   if (r != 0) end_relay(L, R, ridx, win32_of(r));
   return 0;
 }
 
+/* The task Resume posts for a held chunk (upvalues: the relay, the direction): the
+ * chunk goes to the direction's receive closure as if it had just come. */
+static int relay_redeliver(lua_State *L) {
+  int ridx = lua_upvalueindex(1);
+  relay_t *R = lua_touserdata(L, ridx);
+  int d = (int)lua_tointeger(L, lua_upvalueindex(2));
+  relay_dir_t *dir = &R->dir[d];
+  if (!dir->held || dir->paused) return 0; /* paused again meanwhile: still held */
+  dir->held = 0;
+  lua_getiuservalue(L, ridx, RUV_BOX_A + d);
+  lua_getiuservalue(L, -1, LFWX_SOCKET_UV_SINK); /* relay_recv, with its upvalues */
+  lua_pushboolean(L, 1);
+  lua_pushinteger(L, 0);
+  lua_getiuservalue(L, ridx, RUV_HELD_A + d);
+  lua_pushnil(L);
+  lua_setiuservalue(L, ridx, RUV_HELD_A + d);
+  if (R->done) { /* ended meanwhile: the chunk is dropped, as unfiltered bytes are */
+    lua_settop(L, 0);
+    if (!R->notified) notify_when_idle(L, R, ridx);
+    return 0;
+  }
+  lua_call(L, 3, 0); /* relay_recv raises nothing: the filter runs under its pcall */
+  return 0;
+}
+
+static relay_t *check_relay(lua_State *L, int *d) {
+  static const char *const dirs[] = {"request", "response", NULL};
+  relay_t *R = luaL_checkudata(L, 1, "fwx.pump");
+  *d = luaL_checkoption(L, 2, NULL, dirs);
+  return R;
+}
+
+/* pump:Pause(direction): the filter sees no chunk of that direction ("request": a to
+ * b, "response": b to a) until Resume. Returns false once the pump has ended. */
+static int l_pause(lua_State *L) {
+  int d;
+  relay_t *R = check_relay(L, &d);
+  R->dir[d].paused = !R->done;
+  lua_pushboolean(L, !R->done);
+  return 1;
+}
+
+/* pump:Resume(direction): the direction goes on; a chunk held meanwhile reaches the
+ * filter from a posted task, never inside this call. */
+static int l_resume(lua_State *L) {
+  int d, r;
+  relay_t *R = check_relay(L, &d);
+  relay_dir_t *dir = &R->dir[d];
+  if (R->done) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (dir->paused) {
+    dir->paused = 0;
+    if (dir->held) {
+      lua_getiuservalue(L, 1, RUV_BOX_A);
+      lua_getiuservalue(L, -1, LFWX_SOCKET_UV_SERVICE);
+      lua_getfield(L, -1, "PostTaskCompletion");
+      lua_insert(L, -2);
+      lua_pushvalue(L, 1);
+      lua_pushinteger(L, d);
+      lua_pushcclosure(L, relay_redeliver, 2);
+      lua_call(L, 2, 0);
+    } else if (dir->parked) {
+      dir->parked = 0;
+      r = receive(L, 1, d);
+      if (r != 0) end_relay(L, R, 1, win32_of(r));
+    }
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* The relay's metatable: fw:Pump returns the relay, with Pause and Resume. */
+static void push_relay_meta(lua_State *L) {
+  static const luaL_Reg methods[] = {{"Pause", l_pause}, {"Resume", l_resume}, {NULL, NULL}};
+  if (luaL_newmetatable(L, "fwx.pump")) {
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, "fwx.pump");
+    lua_setfield(L, -2, "__name");
+  }
+}
+
 /* fw:Pump(a, b, sink, ud, filter, idle_ms), from lfwx_pump: 1 the service, 2 and 3 the
  * sockets (checked: open, of this service, not the same, not a filtered pump's), 4 the
  * sink (checked), 5 the user data, 6 the filter (a function), 7 the idle limit
- * (checked; nil or 0: none). Returns 0, or what the core pump would have refused them
- * with, for lfwx_pump to say. */
+ * (checked; nil or 0: none). Returns 0 with the relay at index 8, or what the core
+ * pump would have refused them with, for lfwx_pump to say. */
 int lfwx_relay_start(lua_State *L) {
   static const char *const names[2] = { "request", "response" };
   lfwx_socket_t *box[2];
@@ -365,6 +475,8 @@ int lfwx_relay_start(lua_State *L) {
   R = lua_newuserdatauv(L, sizeof *R, RUV_N);
   memset(R, 0, sizeof *R);
   ridx = lua_gettop(L);
+  push_relay_meta(L);
+  lua_setmetatable(L, ridx);
   lua_pushvalue(L, 4);
   lua_setiuservalue(L, ridx, RUV_SINK);
   lua_pushvalue(L, 5);

@@ -154,6 +154,33 @@ function Conn:send(direction, data)
   return true
 end
 
+--- conn:pause(direction), conn:resume(direction): on_data sees no chunk of that
+-- direction until it is resumed; what the peer sends meanwhile waits (the peer is
+-- pushed back on). A chunk already on its way when it paused is held, and comes after
+-- resume, from the dispatcher. For the filtered pump only: without on_data the core
+-- moves the bytes in C, and a UDP session has no stream to hold back.
+local function pause_or_resume(conn, direction, method, name)
+  if not DIRECTIONS[direction] then
+    error(("bad argument #1 to '%s' (\"request\" or \"response\" expected, got %s)")
+      :format(name, tostring(direction)), 3)
+  end
+  local relay = conn._relay
+  if relay == nil then
+    if conn.closed then return false end
+    if not conn._filtered then
+      error(("conn:%s needs on_data (TCP): without it the core moves the bytes in C"):format(name), 3)
+    end
+    -- before the pump has started (on_accept, or the upstream's connect): noted, and
+    -- given to the pump as it starts
+    conn._paused = conn._paused or {}
+    conn._paused[direction] = method == "Pause"
+    return true
+  end
+  return relay[method](relay, direction)
+end
+function Conn:pause(direction) return pause_or_resume(self, direction, "Pause", "pause") end
+function Conn:resume(direction) return pause_or_resume(self, direction, "Resume", "resume") end
+
 Conn.__tostring = function(c) return ("fwx.connection %d (%s)"):format(c.id, tostring(c.client)) end
 
 -- The connection each socket of the host belongs to, for the service's error handler.
@@ -318,6 +345,7 @@ function M.start(filter, fw)
                                 request_bytes = 0, response_bytes = 0 }, Conn)
     local upstream = fw:CreateNetworkSocket("tcp")
     conn._client, conn._upstream = client, upstream
+    conn._filtered = on_data ~= nil
     conn_of[client], conn_of[upstream] = conn, conn
     server.connections = server.connections + 1
     open[conn] = true
@@ -447,7 +475,7 @@ function M.start(filter, fw)
       end
       -- With on_data, the filtered pump: every chunk through on_data(conn,
       -- direction, buf); without, the core pump.
-      fw:Pump(client, upstream, function(pok, perr, up, down)
+      conn._relay = fw:Pump(client, upstream, function(pok, perr, up, down)
         pumping = false
         conn.request_bytes, conn.response_bytes = up, down
         if ending then return complete(ending[1], ending[2]) end
@@ -455,6 +483,11 @@ function M.start(filter, fw)
         finish(perr == ERROR_SEM_TIMEOUT and "idle timeout" or "error", perr)
       end, conn, on_data, idle_ms)
       pumping = true -- after the call: its notification never comes inside it
+      if conn._paused then
+        for direction, paused in pairs(conn._paused) do
+          if paused then conn._relay:Pause(direction) end
+        end
+      end
     end)
   end
 
