@@ -384,7 +384,6 @@ function M.new(list, fw, f, report)
       internal = entry.next_internal
     end
     for i, entry in ipairs(chain) do
-      entry.set = true
       local fine = protected(conn, ("data filter %d:SetSockets"):format(i),
         entry.df.SetSockets, entry.df, entry.internal, entry.external, conn.api, entry.context)
       if conn.closed then return true end
