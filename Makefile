@@ -79,6 +79,7 @@ install: all
 	luarocks --lua-version=5.4 make rockspec/fwx-scm-1.rockspec
 
 bench: all
+	@sh tools/deps.sh gnuplot-nox valgrind
 	@sh bench/run.sh
 
 clean:

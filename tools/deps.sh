@@ -1,8 +1,9 @@
 #!/bin/sh
-# Install the Debian packages fwx needs, if any is missing. Used by `make test`/`make run`.
+# Install the Debian packages fwx needs, if any is missing. Used by `make test`/`make run`;
+# `make bench` names the ones it needs besides (tools/deps.sh gnuplot-nox valgrind).
 set -e
 need=""
-for p in lua5.4 liblua5.4-dev libuv1-dev lua-busted luarocks pkg-config lua-luv netcat-openbsd curl; do
+for p in lua5.4 liblua5.4-dev libuv1-dev lua-busted luarocks pkg-config lua-luv netcat-openbsd curl "$@"; do
   dpkg -s "$p" >/dev/null 2>&1 || need="$need $p"
 done
 [ -z "$need" ] && exit 0
