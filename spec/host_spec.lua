@@ -309,6 +309,65 @@ describe("the host", function()
     end
   end
 
+  -- A client of server's metrics endpoint that connects and sends nothing; its state
+  -- says how it ended (st.ok, st.err) once st.done.
+  local function silent_scraper(server)
+    local st = {}
+    local c = server.fw:CreateNetworkSocket("tcp")
+    c:Connect("127.0.0.1", server.metrics_port, function(ok, err, s)
+      assert(ok, err)
+      st.connected = true
+      s:Recv(nil, function(rok, rerr)
+        st.done, st.ok, st.err = true, rok, rerr
+        s:Close()
+      end)
+    end)
+    return st
+  end
+
+  it("the metrics endpoint resets a client past max_scrapes, and the scrapes in progress when the server closes", function()
+    local hm = require "fwx.host_metrics"
+    local saved = hm.max_scrapes
+    hm.max_scrapes = 2
+    local fine, err = pcall(function()
+      local server, _, ust = proxy({ metrics_listen = "127.0.0.1:0" })
+      local fw = server.fw
+      local a, b = silent_scraper(server), silent_scraper(server)
+      H.run_until(fw, function() return a.connected and b.connected end)
+      -- accepted after a and b (the kernel queues them in order), with both open
+      local c = silent_scraper(server)
+      H.run_until(fw, function() return c.done end)
+      assert.same({ false, E.ERROR_NETNAME_DELETED }, { c.ok, c.err })
+      assert.is_nil(a.done)
+      server.close()
+      H.run_until(fw, function() return a.done and b.done end)
+      assert.same({ false, E.ERROR_NETNAME_DELETED }, { a.ok, a.err })
+      finish(server, ust)
+    end)
+    hm.max_scrapes = saved
+    assert(fine, err)
+  end)
+
+  it("the metrics endpoint resets a client whose request does not come in time, and goes on serving", function()
+    local hm = require "fwx.host_metrics"
+    local saved = hm.request_timeout_ms
+    hm.request_timeout_ms = 100
+    local fine, err = pcall(function()
+      local server, _, ust = proxy({ metrics_listen = "127.0.0.1:0" })
+      local fw = server.fw
+      local quiet = silent_scraper(server)
+      H.run_until(fw, function() return quiet.done end)
+      assert.same({ false, E.ERROR_NETNAME_DELETED }, { quiet.ok, quiet.err })
+      local done = background(("curl -s --max-time 5 %s"):format(server.metrics_url))
+      local text
+      H.run_until(fw, function() text = done(); return text ~= nil end, 10000)
+      assert.truthy(text:find("fwx_connections_open", 1, true), text)
+      finish(server, ust)
+    end)
+    hm.request_timeout_ms = saved
+    assert(fine, err)
+  end)
+
   it("counts connections, bytes, ends by reason and time in Lua, and serves them to curl as Prometheus text", function()
     local server, logs, ust = proxy({ metrics_listen = "127.0.0.1:0", max_connections = 2,
       on_accept = function(conn) return conn.id ~= 1 end }, { hold = true })

@@ -15,6 +15,13 @@ local M = {}
 local PUBLISH_MS = 1000
 local REQUEST_MAX = 8192 -- an HTTP request's head; a scraper's is far shorter
 
+-- The endpoint's own limits, so that clients that connect and send nothing cannot
+-- hold its sockets: a request must come within request_timeout_ms (Prometheus gives a
+-- scrape 10 s by default), and past max_scrapes in progress a connection is reset at
+-- once. Module settings (the specs lower them).
+M.request_timeout_ms = 10000
+M.max_scrapes = 64
+
 --- M.counters() -> the counts one worker keeps (host.lua updates them).
 function M.counters()
   return { accepted = 0, refused = 0, ended = {}, request_bytes = 0, response_bytes = 0 }
@@ -118,22 +125,35 @@ function M.start(fw, opts)
   end
 
   -- Answer one scrape: read the request's head (or up to its end, for a client that
-  -- sends none), answer with the figures, close after they are written.
+  -- sends none), answer with the figures, close after they are written. A scrape
+  -- whose request does not come within the limit is reset.
+  local scrapes, in_progress = {}, 0 -- the open ones: socket -> its finish
   local function answer(s)
-    local head = ""
+    local head, timer = "", nil
+    local function finish(abortive)
+      if scrapes[s] == nil then return end
+      scrapes[s] = nil
+      in_progress = in_progress - 1
+      timer:Cancel()
+      s:Close(abortive)
+    end
     local function respond()
       local body = M.render(collect())
       s:Send(("HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n" ..
               "Content-Length: %d\r\nConnection: close\r\n\r\n%s"):format(#body, body))
-      s:Close()
+      finish(false) -- a graceful close writes what was sent first
     end
     local function on_recv(ok, _, buf)
-      if not ok then return s:Close() end
+      if scrapes[s] == nil then return end -- ended: reset, or the endpoint closed
+      if not ok then return finish(true) end
       if #buf == 0 then return respond() end
       head = head .. tostring(buf)
       if head:find("\r\n\r\n", 1, true) or #head >= REQUEST_MAX then return respond() end
       s:Recv(nil, on_recv)
     end
+    scrapes[s] = finish
+    in_progress = in_progress + 1
+    timer = fw:SetTimer(M.request_timeout_ms, function(ok) if ok then finish(true) end end)
     s:Recv(nil, on_recv)
   end
 
@@ -150,16 +170,24 @@ function M.start(fw, opts)
     local function on_accept(ok2, err, listening, accepted)
       if not ok2 and err == 995 then return end -- closed
       listening:Accept(on_accept)
-      if ok2 then answer(accepted) end
+      if not ok2 then return end
+      if in_progress >= M.max_scrapes then
+        accepted:Close(true)
+      else
+        answer(accepted)
+      end
     end
     ls:Accept(on_accept)
   end
 
-  --- handle.close(): stop serving and publishing; the service has nothing of it
-  -- pending afterwards.
+  --- handle.close(): stop serving (the scrapes in progress are reset) and publishing;
+  -- the service has nothing of it pending afterwards.
   function handle.close()
     if ls ~= nil then ls:Close(); ls = nil end
     if timer ~= nil then timer:Cancel(); timer = nil end
+    local open = {}
+    for _, finish in pairs(scrapes) do open[#open + 1] = finish end
+    for _, finish in ipairs(open) do finish(true) end
   end
   return handle
 end
