@@ -16,7 +16,10 @@
  * The operations are the port's records (kinds FWX_OP_RECV and FWX_OP_SEND, no object:
  * the owner keeps the end alive while one is pending), so every promise of the port
  * holds for them: one packet per operation, queued, never delivered inside the call
- * that started it, and UV_ECANCELED (995) for every pending one at port shutdown. */
+ * that started it, and UV_ECANCELED (995) for every pending one at port shutdown. Each
+ * is a record of its own, not a field of the end: a completed one waits in the port's
+ * FIFO, and the end may be freed before it is delivered (its owner and its service
+ * collected together, with nobody to run the port). */
 #include "fwx-int.h"
 
 struct fwx_link {
@@ -24,7 +27,7 @@ struct fwx_link {
   fwx_port_t *port;
   struct fwx_link *peer;   /* the other end, NULL once it is freed */
   int refs;
-  fwx_op_t recv_op;        /* the one receive */
+  fwx_op_t *recv;          /* the receive waiting, or NULL */
   fwx_op_t *head, *tail;   /* the other end's sends not yet all taken (op->next) */
   size_t head_off;         /* bytes of the head's buffer already taken */
   unsigned closed : 1;
@@ -39,7 +42,6 @@ static fwx_link_t *link_new(fwx_port_t *port) {
   l->port = port;
   l->refs = 1;
   fwx_port_ref(port); /* its list node lives in the port */
-  fwx__op_init(&l->recv_op, port, FWX_OP_RECV);
   fwx__list_insert(&port->links, &l->node);
   return l;
 }
@@ -65,7 +67,7 @@ int fwx_link_pair(fwx_port_t *port, fwx_link_t **a, fwx_link_t **b) {
 
 fwx_port_t *fwx_link_port(const fwx_link_t *l) { return l->port; }
 int fwx_link_closed(const fwx_link_t *l) { return l->closed; }
-int fwx_link_receiving(const fwx_link_t *l) { return l->recv_op.state != FWX__IDLE; }
+int fwx_link_receiving(const fwx_link_t *l) { return l->recv != NULL; }
 void fwx_link_ref(fwx_link_t *l) { l->refs++; }
 
 /* Take the head of the queue off it. */
@@ -81,18 +83,19 @@ static fwx_op_t *pop(fwx_link_t *l) {
  * stream or the reset once the queue is empty. The receive's packet goes first, then
  * the send's it emptied. */
 static void take(fwx_link_t *l) {
-  fwx_op_t *r = &l->recv_op, *s = l->head;
+  fwx_op_t *r = l->recv, *s = l->head;
   fwx_buffer_t *b;
   size_t size, n;
 
-  if (r->state != FWX__PENDING) return;
+  if (r == NULL) return;
   if (s == NULL) {
-    if (l->reset)
-      fwx__op_end_recv(&l->recv_op, UV_ECONNRESET);
-    else if (l->eof)
-      fwx__op_end_recv(&l->recv_op, UV_EOF);
+    if (l->reset || l->eof) {
+      l->recv = NULL;
+      fwx__op_end_recv(r, l->reset ? UV_ECONNRESET : UV_EOF);
+    }
     return;
   }
+  l->recv = NULL;
   b = s->buf;
   size = fwx_buffer_size(b);
   n = size - l->head_off;
@@ -123,22 +126,24 @@ static void take(fwx_link_t *l) {
 }
 
 int fwx_link_recv(fwx_link_t *l, fwx_buffer_t *buf, uintptr_t key) {
+  fwx_op_t *op;
   int r;
   if (l->closed || l->port->closing) return FWX_ECLOSED;
-  if (l->recv_op.state != FWX__IDLE) return FWX_EBUSY;
+  if (l->recv != NULL) return FWX_EBUSY;
   if (buf != NULL) {
     if (fwx_buffer_capacity(buf) == 0) return FWX_EINVAL;
     r = fwx_buffer_writable(buf);
     if (r != 0) return r;
   }
-  fwx__op_start(&l->recv_op, key, NULL);
-  l->recv_op.buf = NULL;
-  l->recv_op.out.data = NULL;
+  op = fwx__op_alloc(l->port, FWX_OP_RECV); /* recycled by the port once dequeued */
+  if (op == NULL) return UV_ENOMEM;
+  fwx__op_start(op, key, NULL);
   if (buf != NULL) {
     fwx_buffer_ref(buf);
     fwx_buffer_lend(buf); /* the receive writes into it: read-only until then */
-    l->recv_op.buf = buf;
+    op->buf = buf;
   }
+  l->recv = op;
   take(l);
   return 0;
 }
@@ -205,8 +210,10 @@ static void fail_queue(fwx_link_t *l, int status) {
 }
 
 int fwx_link_cancel_io(fwx_link_t *l) {
-  if (l->recv_op.state != FWX__PENDING) return 0;
-  fwx__op_end_recv(&l->recv_op, UV_ECANCELED);
+  fwx_op_t *op = l->recv;
+  if (op == NULL) return 0;
+  l->recv = NULL;
+  fwx__op_end_recv(op, UV_ECANCELED);
   return 1;
 }
 
@@ -231,7 +238,6 @@ void fwx_link_unref(fwx_link_t *l) {
   fwx_port_t *port = l->port;
   if (--l->refs > 0) return;
   fwx_link_close(l, 0);
-  assert(l->recv_op.state == FWX__IDLE); /* its owner kept it while one was pending */
   if (l->peer != NULL) l->peer->peer = NULL;
   fwx__list_remove(&l->node);
   free(l);
