@@ -241,10 +241,9 @@ int fwx_socket_fd(fwx_socket_t *s);
 
 /* ---- links (link.c): the sockets between two data filters of a chain ---- */
 typedef struct fwx_link fwx_link_t;
-/* Two connected ends, each with one reference. */
+/* Two connected ends; each has one owner, who frees it. */
 int fwx_link_pair(fwx_port_t *port, fwx_link_t **a, fwx_link_t **b);
-void fwx_link_ref(fwx_link_t *l);
-void fwx_link_unref(fwx_link_t *l); /* the last one closes it gracefully */
+void fwx_link_free(fwx_link_t *l); /* closes it gracefully first */
 fwx_port_t *fwx_link_port(const fwx_link_t *l);
 int fwx_link_closed(const fwx_link_t *l);
 int fwx_link_receiving(const fwx_link_t *l); /* a Recv is pending or queued */

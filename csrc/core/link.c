@@ -26,7 +26,6 @@ struct fwx_link {
   fwx__link_t node;        /* port->links, for shutdown */
   fwx_port_t *port;
   struct fwx_link *peer;   /* the other end, NULL once it is freed */
-  int refs;
   fwx_op_t *recv;          /* the receive waiting, or NULL */
   fwx_op_t *head, *tail;   /* the other end's sends not yet all taken (op->next) */
   size_t head_off;         /* bytes of the head's buffer already taken */
@@ -40,7 +39,6 @@ static fwx_link_t *link_new(fwx_port_t *port) {
   fwx_link_t *l = calloc(1, sizeof *l);
   if (l == NULL) return NULL;
   l->port = port;
-  l->refs = 1;
   fwx_port_ref(port); /* its list node lives in the port */
   fwx__list_insert(&port->links, &l->node);
   return l;
@@ -68,7 +66,6 @@ int fwx_link_pair(fwx_port_t *port, fwx_link_t **a, fwx_link_t **b) {
 fwx_port_t *fwx_link_port(const fwx_link_t *l) { return l->port; }
 int fwx_link_closed(const fwx_link_t *l) { return l->closed; }
 int fwx_link_receiving(const fwx_link_t *l) { return l->recv != NULL; }
-void fwx_link_ref(fwx_link_t *l) { l->refs++; }
 
 /* Take the head of the queue off it. */
 static fwx_op_t *pop(fwx_link_t *l) {
@@ -234,9 +231,8 @@ int fwx_link_close(fwx_link_t *l, int abortive) {
   return 0;
 }
 
-void fwx_link_unref(fwx_link_t *l) {
+void fwx_link_free(fwx_link_t *l) {
   fwx_port_t *port = l->port;
-  if (--l->refs > 0) return;
   fwx_link_close(l, 0);
   if (l->peer != NULL) l->peer->peer = NULL;
   fwx__list_remove(&l->node);

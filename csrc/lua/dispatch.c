@@ -618,8 +618,8 @@ static void round_failed(lua_State *L, round_t *r, int svidx) {
 
 /* Run the dispatcher. Normal mode returns on stop(), on Close(), when nothing is
  * pending (1), or when what is pending can only be ended by the program's own calls
- * (-1: fwx_port_stuck); drain mode (Close) goes on until nothing is pending whatever stop says.
- * Each round delivers only what was queued when it began, so a handler that keeps
+ * (-1: fwx_port_stuck); drain mode (Close) goes on until nothing is pending whatever
+ * stop says. Each round delivers only what was queued when it began, so a handler that keeps
  * posting cannot starve I/O. */
 int lfwx_dispatch(lua_State *L, lfwx_service_t *sv, int svidx, int drain, int64_t timeout) {
   fwx_port_t *port = sv->port;

@@ -140,7 +140,7 @@ static int l_no_options(lua_State *L) {
 static int l_gc(lua_State *L) {
   lfwx_link_t *box = lfwx_checkudata(L, 1, LFWX_LINK);
   if (box->l != NULL) {
-    fwx_link_unref(box->l);
+    fwx_link_free(box->l);
     box->l = NULL;
   }
   return 0;
