@@ -434,17 +434,17 @@ function M.start(filter, fw)
       if not fine then return finish(why) end
       if idle_ms then watch_idle() end
     end
-    if sdk and conn._emulated then -- the filter answers: no upstream
-      upstream:Close()
-      return start_chain(nil)
-    end
     if sdk then
-      local fine, why = sdk.event(conn, sdk.CONNECT, { Connect = {
-        Address = setmetatable({ ip = f.upstream_host, port = f.upstream_port },
-          { __tostring = function() return upstream_name end }),
-        piConnection = conn.api, IsSecondary = false } })
-      if conn.closed then return end
-      if not fine then return finish(why) end
+      -- An Emulation data filter (attached as the client came, or before the
+      -- connect) answers the client itself: no upstream, so no fwx_Connect_Tcp.
+      if not conn._emulated then
+        local fine, why = sdk.event(conn, sdk.CONNECT, { Connect = {
+          Address = setmetatable({ ip = f.upstream_host, port = f.upstream_port },
+            { __tostring = function() return upstream_name end }),
+          piConnection = conn.api, IsSecondary = false } })
+        if conn.closed then return end
+        if not fine then return finish(why) end
+      end
       if conn._emulated then
         upstream:Close()
         return start_chain(nil)

@@ -50,17 +50,15 @@ local link = require "fwx.link"
 
 local M = {}
 
--- FwxFirewallEventType and FwxDataFilterPriorityClass (ISA-SDK.md 2.10), which
--- lua/fwx/init.lua defines as fwx.fwx_AcceptedConnection, fwx.fwx_dfpc_Middle, ...
-M.events = fwx.events
-M.classes = fwx.priority_classes
-local EMULATION = M.classes.fwx_dfpc_Emulation
-local ALL_EVENTS = 0x3ff
-
-local ACCEPTED = M.events.fwx_AcceptedConnection
-local CONNECT = M.events.fwx_Connect_Tcp
-local ESTABLISHED = M.events.fwx_EstablishedConnection
-local TERMINATING = M.events.fwx_ConnectionTerminating
+-- FwxFirewallEventType and FwxDataFilterPriorityClass (ISA-SDK.md 2.10): lua/fwx/init.lua
+-- defines them (fwx.fwx_AcceptedConnection, fwx.fwx_dfpc_Middle, ...).
+local EMULATION = fwx.fwx_dfpc_Emulation
+local ACCEPTED = fwx.fwx_AcceptedConnection
+local CONNECT = fwx.fwx_Connect_Tcp
+local ESTABLISHED = fwx.fwx_EstablishedConnection
+local TERMINATING = fwx.fwx_ConnectionTerminating
+local ALL_EVENTS = 0 -- what a filter without FilterInit hooks
+for _, flag in pairs(fwx.events) do ALL_EVENTS = ALL_EVENTS | flag end
 
 local type, error, pairs, ipairs, tostring = type, error, pairs, ipairs, tostring
 
@@ -230,7 +228,6 @@ end
 function Connection:GetExternalPeerName() return external_name(self, true) end
 function Connection:GetExternalSocketName() return external_name(self, false) end
 function Connection:GetSession() return self._conn._session.api end
-function Connection:IsTerminating() return self._conn.closed end
 Connection.__tostring = function(x) return ("fwx.connection %d (%s)"):format(x.id, tostring(x.client)) end
 
 --- host_sdk.new(list, fw, f, report) -> the SDK side of one server: the filters
@@ -436,13 +433,6 @@ function M.new(list, fw, f, report)
         end
       end
     end
-  end
-
-  --- sdk.sessions() -> how many sessions are open (for tests and metrics).
-  function sdk.sessions()
-    local n = 0
-    for _ in pairs(sessions) do n = n + 1 end
-    return n
   end
 
   sdk.ACCEPTED, sdk.CONNECT, sdk.ESTABLISHED = ACCEPTED, CONNECT, ESTABLISHED
