@@ -201,6 +201,7 @@ struct fwx_socket {
   unsigned pumping : 1;        /* conn->pump moves its bytes (pump.c) */
   unsigned owner_mark : 1;     /* fwx_socket_set_mark: the owner's own bit */
   unsigned owner_owned : 1;    /* fwx_socket_set_owned: the owner's second bit */
+  unsigned counting : 1;       /* conn->counts counts its operations */
 };
 
 typedef struct fwx__conn {
@@ -210,10 +211,22 @@ typedef struct fwx__conn {
   int rcvbuf, sndbuf;      /* options set before the descriptor exists */
   struct fwx__pump *pump;  /* while the socket's pumping bit is set */
   struct fwx__deadline *deadline; /* made by the first deadline, until the close */
+  fwx_socket_counts_t counts;      /* while the socket's counting bit is set */
 } fwx__conn_t;
 
 static inline fwx_port_t *fwx__socket_port(const fwx_socket_t *s) {
   return s->uv.handle.loop->data;
+}
+
+/* Counting (fwx_socket_count_start): a receive's bytes as its packet is taken. */
+static inline void fwx__socket_count_received(fwx_socket_t *s, size_t n) {
+  if (s->counting) s->conn->counts.received += n;
+}
+
+/* Counting: n bytes a pump moved from src to dst. */
+static inline void fwx__socket_count_moved(fwx_socket_t *src, fwx_socket_t *dst, size_t n) {
+  if (src->counting) src->conn->counts.received += n;
+  if (dst->counting) dst->conn->counts.sent += n;
 }
 
 /* A UDP socket's datagram state, allocated with it, right after it. */

@@ -238,6 +238,17 @@ int fwx_socket_name(fwx_socket_t *s, int peer, struct sockaddr_storage *out);
 int fwx_socket_setopt(fwx_socket_t *s, fwx_sockopt_t opt, int value);
 int fwx_socket_getopt(fwx_socket_t *s, fwx_sockopt_t opt, int *value);
 int fwx_socket_fd(fwx_socket_t *s);
+/* Counts of what a socket moved: the bytes its sends (Send, SendTo) took and a pump
+ * wrote to it, the bytes its receives delivered and a pump read from it, and how many
+ * receives and sends it started (a pump starts none). Counting is off until
+ * fwx_socket_count_start: the counts live in the socket's Accept/Connect record, which
+ * an accepted connection does not otherwise carry (idle memory is per connection).
+ * fwx_socket_count_start: 0 or UV_ENOMEM; again: nothing. fwx_socket_counts: 1 and the
+ * counts, or 0 and zeros if counting was never started; it may be read after the
+ * close, while the socket is referenced. */
+typedef struct fwx_socket_counts { uint64_t sent, received, operations; } fwx_socket_counts_t;
+int fwx_socket_count_start(fwx_socket_t *s);
+int fwx_socket_counts(const fwx_socket_t *s, fwx_socket_counts_t *out);
 
 /* ---- links (link.c): the sockets between two data filters of a chain ---- */
 typedef struct fwx_link fwx_link_t;

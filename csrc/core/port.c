@@ -339,6 +339,9 @@ int fwx_port_get(fwx_port_t *port, fwx_completion_t *out) {
   out->result = op->kind == FWX_OP_LOOKUP ? op->out.result : NULL;
   out->data = op->kind == FWX_OP_RECV || op->kind == FWX_OP_MESSAGE ? op->out.data : NULL;
   out->has_address = 0;
+  /* A socket's receive (a link's has no object): counted as it is taken. */
+  if (op->kind == FWX_OP_RECV && op->object != NULL)
+    fwx__socket_count_received(op->object, op->bytes);
   if (op->has_address && op->object != NULL && op->kind == FWX_OP_RECV) {
     fwx_socket_t *s = op->object;
     if (s->proto == FWX_UDP) {

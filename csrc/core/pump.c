@@ -245,6 +245,7 @@ static ssize_t drain(fwx__pump_t *p, int d) {
   }
 out:
   dir->bytes += total;
+  fwx__socket_count_moved(p->sock[d], p->sock[1 - d], total);
   return (ssize_t)total;
 }
 

@@ -156,6 +156,29 @@ fwx__conn_t *fwx__socket_conn(fwx_socket_t *s) {
   return s->conn;
 }
 
+int fwx_socket_count_start(fwx_socket_t *s) {
+  if (fwx__socket_conn(s) == NULL) return UV_ENOMEM;
+  s->counting = 1;
+  return 0;
+}
+
+int fwx_socket_counts(const fwx_socket_t *s, fwx_socket_counts_t *out) {
+  if (!s->counting) {
+    memset(out, 0, sizeof *out);
+    return 0;
+  }
+  *out = s->conn->counts;
+  return 1;
+}
+
+/* A receive or a send started (counting); a send's n bytes taken. */
+static inline void count_start(fwx_socket_t *s, size_t sent) {
+  if (s->counting) {
+    s->conn->counts.operations++;
+    s->conn->counts.sent += sent;
+  }
+}
+
 static int conn_pending(const fwx_socket_t *s, fwx_op_kind_t kind) {
   return s->conn != NULL && s->conn->op.state == FWX__PENDING && s->conn->op.kind == kind;
 }
@@ -289,6 +312,7 @@ int fwx_socket_recv(fwx_socket_t *s, fwx_buffer_t *buf, uintptr_t key) {
     if (r != 0) return r;
   }
   start(s, &s->recv_op, FWX_OP_RECV, key);
+  count_start(s, 0);
   if (buf != NULL) {
     fwx_buffer_ref(buf);
     s->recv_op.buf = buf;
@@ -311,12 +335,16 @@ int fwx_socket_send(fwx_socket_t *s, fwx_buffer_t *buf, const char *data, size_t
     written = fwx__stream_try_write(&s->uv.stream, buf != NULL ? fwx_buffer_data(buf) : data,
                                     buf != NULL ? fwx_buffer_size(buf) : len);
     /* All gone at once, and nobody to tell: no record at all. */
-    if (!notify && buf == NULL && written >= 0 && (size_t)written == len) return 0;
+    if (!notify && buf == NULL && written >= 0 && (size_t)written == len) {
+      count_start(s, len);
+      return 0;
+    }
   }
   so = fwx__sendop_alloc(fwx__socket_port(s));
   if (so == NULL) return UV_ENOMEM;
   so->op.notify = (unsigned char)(notify != 0);
   start(s, &so->op, FWX_OP_SEND, key);
+  count_start(s, buf != NULL ? fwx_buffer_size(buf) : len);
   if (s->conn != NULL && s->conn->deadline != NULL) fwx__deadline_sent(s, &so->op);
   if (buf != NULL) {
     fwx_buffer_ref(buf);

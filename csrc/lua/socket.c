@@ -376,6 +376,25 @@ static int l_isclosed(lua_State *L) {
   return 1;
 }
 
+/* s:counters() -> sent, received, operations: the bytes sent on this socket (by its
+ * Send and SendTo, or a pump), the bytes received (by its Recv, or a pump), and how
+ * many Recv, Send and SendTo it started, counted from the first call of counters() on
+ * it (so a socket nobody counts carries no counts). A closed socket keeps its counts. */
+static int l_counters(lua_State *L) {
+  lfwx_socket_t *box = lfwx_checkudata(L, 1, LFWX_SOCKET);
+  fwx_socket_counts_t c;
+  if (box->s == NULL) {
+    memset(&c, 0, sizeof c);
+  } else if (!fwx_socket_counts(box->s, &c) && !fwx_socket_closed(box->s) &&
+             fwx_socket_count_start(box->s) != 0) {
+    return luaL_error(L, "not enough memory");
+  }
+  lua_pushinteger(L, (lua_Integer)c.sent);
+  lua_pushinteger(L, (lua_Integer)c.received);
+  lua_pushinteger(L, (lua_Integer)c.operations);
+  return 3;
+}
+
 static int l_tostring(lua_State *L) {
   lfwx_socket_t *box = lfwx_checkudata(L, 1, LFWX_SOCKET);
   if (box->s == NULL || fwx_socket_closed(box->s))
@@ -404,6 +423,7 @@ int lfwx_open_socket(lua_State *L) {
     {"GetSockOpt", l_getsockopt},
     {"getfd", l_getfd},
     {"IsClosed", l_isclosed},
+    {"counters", l_counters},
     {NULL, NULL}
   };
   static const luaL_Reg meta[] = {
