@@ -5,7 +5,7 @@
 -- with threads = 2 (the "fwx_host_t2" column): two workers of fwx.serve, each with
 -- its own state and loop, listening on one port with SO_REUSEPORT. MODE "sdk" has one
 -- identity data filter in the SDK's shape (fwx.host_sdk: SetSockets, then Recv and Send
--- in the completion style, over the host's wrapped sockets; the "fwx_host_sdk"
+-- in the completion style, on the real sockets the host hands over; the "fwx_host_sdk"
 -- column), and MODE "chain" two of them, with a link between (the "fwx_host_chain"
 -- column, instruction counts only).
 --

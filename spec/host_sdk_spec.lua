@@ -352,28 +352,87 @@ describe("the host with SDK filters", function()
     end
   end)
 
-  it("keeps a chain that moves bytes alive past its idle limit, and ends it once it goes quiet", function()
-    local server, logs, ust = HH.proxy({ idle_timeout_ms = 100, filters = {
-      attaching(fwx.fwx_dfpc_NAT, function() return relay("a") end),
-      attaching(fwx.fwx_dfpc_Middle, function() return relay("b") end) } })
+  -- A data filter that reads the client's first chunk itself, sends it on marked, and
+  -- then hands both sockets to the core pump; it closes them when the pump ends.
+  local PumpAfterFirst = {}
+  PumpAfterFirst.__index = PumpAfterFirst
+  function PumpAfterFirst:SetSockets(internal, external)
+    self.internal, self.external = internal, external
+    self.names = { tostring(internal), tostring(external) }
+    -- IFWXSocket's methods only: not a listener's, not a descriptor
+    self.hidden = { internal.Bind, internal.Listen, internal.Accept, internal.Connect,
+                    internal.SendTo, internal.getfd }
+    self.open = not internal:IsClosed() and not external:IsClosed()
+    internal:Recv(nil, self)
+  end
+  function PumpAfterFirst:CompleteAsyncIO(ok, _, buf)
+    if not ok or #buf == 0 then self.internal:Close(); self.external:Close(); return end
+    self.external:Send("seen:" .. tostring(buf))
+    self.fw:Pump(self.internal, self.external, function(_, err, up, down)
+      self.pumped = { err, up, down }
+      self.internal:Close()
+      self.external:Close()
+    end)
+  end
+  local function pumping(dfs)
+    local f
+    f = attaching(fwx.fwx_dfpc_Middle, function()
+      local df = setmetatable({ fw = f.fw }, PumpAfterFirst) -- the service FilterInit had
+      if dfs then dfs[#dfs + 1] = df end
+      return df
+    end)
+    return f
+  end
+
+  it("hands a data filter the real sockets, with the SDK's methods, which fw:Pump can take over", function()
+    local dfs = {}
+    local server, logs, ust = HH.proxy({ filters = { pumping(dfs) } })
     local fw = server.fw
-    local st = HH.client(fw, server.port, {}, true)
-    H.run_until(fw, function() return st.socket ~= nil end)
-    -- a byte every 30 ms for 400 ms: four limits long, never 100 ms quiet
-    local sent, ticker = 0, nil
-    ticker = fw:SetTimer(30, function(ok)
-      if not ok then return end
-      sent = sent + 1
-      st.socket:Send("x")
-      if sent == 13 then ticker:Cancel() end
-    end, nil, 30)
-    H.run_until(fw, function() return sent == 13 end)
-    assert.equal(1, server.connections)
-    assert.same({}, logs.access)
+    local st = HH.client(fw, server.port, { "first" })
     H.run_until(fw, function() return st.done and server.connections == 0 end)
+    assert.equal("seen:first", st.reply) -- the upstream's echo came back through the pump
+    local df = dfs[1]
+    assert.same({ "fwx.socket client of connection 1", "fwx.socket upstream of connection 1" },
+                df.names)
+    assert.same({}, df.hidden)
+    assert.is_true(df.open)
+    assert.same({ 0, 0, 10 }, df.pumped)
     HH.finish(server, ust)
-    assert.equal(string.rep("x", 13), st.reply)
-    assert.same({ "idle timeout" }, ends_of(logs))
+    -- the bytes the filter sent and the pump's, counted by the core
+    assert.truthy(logs.access[1]:find("request=10 response=10 end=closed", 1, true), logs.access[1])
+    assert.same({}, logs.errors)
+  end)
+
+  it("keeps a chain that moves bytes alive past its idle limit (by Recv and Send, or by a pump), and ends it once it goes quiet", function()
+    local cases = {
+      { name = "relays", reply = string.rep("x", 13), filters = function() return {
+        attaching(fwx.fwx_dfpc_NAT, function() return relay("a") end),
+        attaching(fwx.fwx_dfpc_Middle, function() return relay("b") end) } end },
+      -- after the first byte only the pump moves them: its bytes are the activity
+      { name = "pump", reply = "seen:x" .. string.rep("x", 12),
+        filters = function() return { pumping() } end },
+    }
+    for _, case in ipairs(cases) do
+      local server, logs, ust = HH.proxy({ idle_timeout_ms = 100, filters = case.filters() })
+      local fw = server.fw
+      local st = HH.client(fw, server.port, {}, true)
+      H.run_until(fw, function() return st.socket ~= nil end)
+      -- a byte every 30 ms for 400 ms: four limits long, never 100 ms quiet
+      local sent, ticker = 0, nil
+      ticker = fw:SetTimer(30, function(ok)
+        if not ok then return end
+        sent = sent + 1
+        st.socket:Send("x")
+        if sent == 13 then ticker:Cancel() end
+      end, nil, 30)
+      H.run_until(fw, function() return sent == 13 end)
+      assert.equal(1, server.connections, case.name)
+      assert.same({}, logs.access, case.name)
+      H.run_until(fw, function() return st.done and server.connections == 0 end)
+      HH.finish(server, ust)
+      assert.equal(case.reply, st.reply, case.name)
+      assert.same({ "idle timeout" }, ends_of(logs), case.name)
+    end
   end)
 
   it("refuses bad SDK filters and misuse of AttachDataFilter with a clear error", function()

@@ -408,19 +408,19 @@ function M.start(filter, fw)
         if ok then finish("total timeout", ERROR_SEM_TIMEOUT) end
       end)
     end
-    -- SDK data filters move the bytes themselves: the host counts the Recv and Send
-    -- calls on the real sockets (conn._moves), and its timer looks at the count four
-    -- times per limit: a connection whose count has not changed for the limit ends,
-    -- between 1 and 1.25 limits after its last call. A clock read per call would cost
-    -- more than the count.
+    -- SDK data filters move the bytes themselves: the core counts the Recv and Send
+    -- calls on the real sockets and the bytes they move (sdk.activity), and the host's
+    -- timer looks at the count four times per limit: a connection whose count has not
+    -- changed for the limit ends, between 1 and 1.25 limits after its last move. A
+    -- clock read per call would cost more than the count.
     local function watch_idle()
-      local moves, since = conn._moves, fw:now()
+      local moves, since = sdk.activity(conn), fw:now()
       local tick = math.max(1, idle_ms // 4)
       idle_timer = fw:SetTimer(tick, function(ok)
         if not ok or conn.closed then idle_timer = nil; return end
-        local now = fw:now()
-        if conn._moves ~= moves then
-          moves, since = conn._moves, now
+        local now, n = fw:now(), sdk.activity(conn)
+        if n ~= moves then
+          moves, since = n, now
         elseif now - since >= idle_ms then
           idle_timer:Cancel()
           idle_timer = nil

@@ -100,70 +100,76 @@ function M.filters(filter)
   return list
 end
 
--- A real socket as a data filter is given it: the core's socket, with the host
--- watching what it needs to (the activity for the idle limit, the bytes sent for the
--- counts, the Close that ends the connection). Recv and Send, every chunk's, are each
--- end's own closures over the core's methods (made by socket_end below): a method
--- found through a metatable, and the socket's method found through its own, cost more
--- than the rest of the wrapper.
-local SocketEnd = {}
-SocketEnd.__index = SocketEnd
+-- A real socket as a data filter is given it: the core's socket itself, under a
+-- metatable of the host's. Its Recv and Send are the core's own methods, and the core
+-- counts what they move (s:counters()): the idle limit and the byte counts read the
+-- counts, so no call of the filter's goes through the host. (A wrapper table with a
+-- closure per Recv and per Send, which counted in Lua, cost the SDK shape about 1 600
+-- instructions a proxied message.) Close is the host's, to see the closes that end
+-- the connection; the methods are those of the SDK's IFWXSocket, with the await
+-- style's recv, send and settimeout, and counters.
+local hosted = setmetatable({}, { __mode = "k" }) -- socket -> { conn =, side =, closed = }
+local HOSTED_METHODS = { "Recv", "Send", "Shutdown", "CancelIo", "GetSockName",
+  "GetPeerName", "SetSockOpt", "GetSockOpt", "IsClosed", "recv", "send", "settimeout",
+  "counters" }
+local Hosted -- the metatable, made from the socket class's at the first connection
+local core_close
 
-function SocketEnd:Close(abortive)
-  self._s:Close(abortive)
-  if not self._closed then
-    self._closed = true
-    self._conn._end_closed(self)
+local function hosted_close(s, abortive)
+  core_close(s, abortive)
+  local h = hosted[s]
+  if h ~= nil and not h.closed then
+    h.closed = true
+    h.conn._end_closed(s)
   end
   return true
 end
 
-function SocketEnd:Shutdown(abortive)
-  if abortive then return self:Close(true) end
-  return self._s:Shutdown()
-end
-
-function SocketEnd:CancelIo() return self._s:CancelIo() end
-function SocketEnd:GetSockName() return self._s:GetSockName() end
-function SocketEnd:GetPeerName() return self._s:GetPeerName() end
-function SocketEnd:SetSockOpt(name, value) return self._s:SetSockOpt(name, value) end
-function SocketEnd:GetSockOpt(name) return self._s:GetSockOpt(name) end
-function SocketEnd:closed() return self._closed end
-function SocketEnd:settimeout(ms) return self._s:settimeout(ms) end
-
-function SocketEnd:recv(...)
-  local c = self._conn
-  c._moves = c._moves + 1
-  return self._s:recv(...)
-end
-
-function SocketEnd:send(data, ms)
-  local c = self._conn
-  c._moves = c._moves + 1
-  c[self._counter] = c[self._counter] + #data
-  return self._s:send(data, ms)
-end
-
--- The end of connection c for its core socket s; counter names the count its sends
--- add to.
-local function socket_end(c, s, side, counter)
-  local recv, send = s.Recv, s.Send
-  return setmetatable({
-    _s = s, _conn = c, _side = side, _counter = counter, _closed = false,
-    Recv = function(_, buf, sink, ud)
-      c._moves = c._moves + 1
-      return recv(s, buf, sink, ud)
+local function hosted_meta(s)
+  if Hosted ~= nil then return Hosted end
+  local class = getmetatable(s)
+  local methods = { Close = hosted_close }
+  for _, name in ipairs(HOSTED_METHODS) do methods[name] = class.__index[name] end
+  -- An abortive shutdown is an abortive close (the core's Shutdown says so too).
+  local shutdown = methods.Shutdown
+  function methods.Shutdown(e, abortive)
+    if abortive then return hosted_close(e, true) end
+    return shutdown(e)
+  end
+  core_close = class.__index.Close
+  Hosted = {
+    __name = class.__name,
+    __index = methods,
+    __gc = class.__gc, -- a socket nobody holds is closed, as any socket
+    __close = function(e) hosted_close(e) end,
+    __tostring = function(e)
+      local h = hosted[e]
+      return ("fwx.socket %s of connection %d"):format(h.side, h.conn.id)
     end,
-    Send = function(_, data, sink, ud)
-      c._moves = c._moves + 1
-      c[counter] = c[counter] + #data
-      return send(s, data, sink, ud)
-    end,
-  }, SocketEnd)
+  }
+  return Hosted
 end
 
-SocketEnd.__close = function(e) e:Close() end
-SocketEnd.__tostring = function(e) return ("fwx.socket %s of connection %d"):format(e._side, e._conn.id) end
+-- The real socket s of connection c, as its data filter is given it. The count of its
+-- operations starts now.
+local function socket_end(c, s, side)
+  hosted[s] = { conn = c, side = side, closed = false }
+  s:counters()
+  return debug.setmetatable(s, hosted_meta(s))
+end
+
+-- What has happened on connection c's real sockets so far, as one number that changes
+-- whenever something does: the Recv and Send calls and the bytes moved (by them, or by
+-- a pump a data filter handed the sockets to). The idle limit's clock.
+local function activity(c)
+  local sent, received, calls = c._client_end:counters()
+  local n = sent + received + calls
+  if c._upstream_end ~= nil then
+    sent, received, calls = c._upstream_end:counters()
+    n = n + sent + received + calls
+  end
+  return n
+end
 
 -- IFWXSession: a client address.
 local Session = {}
@@ -273,7 +279,6 @@ function M.new(list, fw, f, report)
     s.connections = s.connections + 1
     conn._session = s
     conn._chain = {}
-    conn._moves = 0 -- Recv and Send calls on its real sockets: the idle limit's clock
     conn.api = setmetatable({ _conn = conn, id = conn.id, client = conn.client }, Connection)
   end
 
@@ -336,6 +341,10 @@ function M.new(list, fw, f, report)
   --- sdk.has_chain(conn): whether data filters were attached.
   function sdk.has_chain(conn) return #conn._chain > 0 end
 
+  --- sdk.activity(conn): a number that changes whenever something happens on conn's
+  -- real sockets (a Recv or Send call, bytes moved).
+  sdk.activity = activity
+
   --- sdk.start(conn, client, upstream) -> true, or false and a reason: the chain
   -- built and every data filter's SetSockets called, client side first. upstream is
   -- nil when the connection is emulated.
@@ -356,13 +365,13 @@ function M.new(list, fw, f, report)
       end
     end
     conn._end_closed = end_closed
-    local function real(s, side, counter)
-      local e = socket_end(conn, s, side, counter)
+    local function real(s, side)
+      local e = socket_end(conn, s, side)
       ends[#ends + 1] = e
       return e
     end
-    conn._client_end = real(client, "client", "response_bytes")
-    if upstream ~= nil then conn._upstream_end = real(upstream, "upstream", "request_bytes") end
+    conn._client_end = real(client, "client")
+    if upstream ~= nil then conn._upstream_end = real(upstream, "upstream") end
     local internal = conn._client_end
     local towards = upstream and upstream:GetPeerName() or nil
     for i, entry in ipairs(chain) do
@@ -391,6 +400,11 @@ function M.new(list, fw, f, report)
 
   --- sdk.ended(conn, reason, err): the connection has ended; its sockets are closed.
   function sdk.ended(conn, reason, err)
+    if conn._client_end ~= nil then
+      -- What the data filters sent to each side: the request went to the upstream.
+      conn.response_bytes = conn._client_end:counters()
+      if conn._upstream_end ~= nil then conn.request_bytes = conn._upstream_end:counters() end
+    end
     if conn._ends then
       -- The host ends them all: each receive waiting on a link ends with 995, as on
       -- the real sockets, before a close could tell it of a reset instead.
