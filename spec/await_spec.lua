@@ -265,12 +265,17 @@ describe("the await style", function()
           function() s:sendto("x", "127.0.0.1", "port") end,
           function() h:read(fw:CreateBuffer(4), -3) end,
           function() fw:pump(s, 1) end,
-          -- fw:pump's third argument is a filter or a timeout, its fourth a timeout
+          -- fw:pump's third argument is a filter or a timeout, then a timeout and an
+          -- idle limit
           function() fw:pump(s, s, "upper") end,
-          function() fw:pump(s, s, 5, 5) end,
+          function() fw:pump(s, s, 5, 5, 5) end,
           function() fw:pump(s, s, function() end, -1) end,
           function() fw:pump(s, s, nil, -1) end,
           function() fw:pump(s, s, -1) end,
+          -- and the one after the timeout an idle limit in whole ms
+          function() fw:pump(s, s, nil, nil, 1.5) end,
+          function() fw:pump(s, s, 5, -1) end,
+          function() fw:pump(s, s, function() end, nil, "soon") end,
         }) do
           local ok, err = pcall(call)
           errs[#errs + 1] = not ok and err
@@ -291,10 +296,13 @@ describe("the await style", function()
         "bad argument #2 to 'read' (offset must be 0 or more)",
         "bad argument #2 to 'pump' (fwx.socket expected, got number)",
         "bad argument #3 to 'pump' (function or timeout in ms expected, got string)",
-        "bad argument #3 to 'pump' (function or timeout in ms expected, got number)",
+        "bad argument #5 to 'pump' (no value expected after the idle limit, got number)",
         "bad argument #4 to 'pump' (timeout in ms expected, got -1)",
         "bad argument #4 to 'pump' (timeout in ms expected, got -1)",
         "bad argument #3 to 'pump' (timeout in ms expected, got -1)",
+        "bad argument #5 to 'pump' (idle limit in whole ms expected, got 1.5)",
+        "bad argument #4 to 'pump' (idle limit in whole ms expected, got -1)",
+        "bad argument #5 to 'pump' (idle limit in whole ms expected, got string)",
       }
       for i, w in ipairs(want) do
         assert.truthy(errs[i], w)
@@ -1043,6 +1051,57 @@ describe("the await style", function()
       assert.equal(1, #errors)
       assert.truthy(errors[1]:find("filter broke", 1, true), errors[1])
       for i = #errors, 1, -1 do errors[i] = nil end
+    end)
+
+    it("ends at its idle limit with false, 121, not while bytes keep moving, and leaves the sockets open", function()
+      for _, with_filter in ipairs({ false, true }) do
+        local fw = H.new()
+        local front, front_port = listener(fw)
+        local up, up_port = listener(fw)
+        local got = {}
+        fw:spawn(function() -- the upstream: echo until the end
+          local _, _, s = up:accept()
+          up:Close()
+          repeat
+            local ok, _, buf = s:recv()
+            if ok and #buf > 0 then s:send(buf) end
+          until not ok or #buf == 0
+          s:Close()
+        end)
+        fw:spawn(function()
+          local _, _, a = front:accept()
+          front:Close()
+          local b = fw:CreateNetworkSocket("tcp")
+          assert(b:connect("127.0.0.1", up_port))
+          if with_filter then
+            got.pump = { fw:pump(a, b, function() end, nil, 150) }
+          else
+            got.pump = { fw:pump(a, b, nil, nil, 150) }
+          end
+          got.open = not a:IsClosed() and not b:IsClosed()
+          a:Close(); b:Close()
+        end)
+        fw:spawn(function() -- a byte every 25 ms for 200 ms, longer than the limit
+          local c = fw:CreateNetworkSocket("tcp")
+          assert(c:connect("127.0.0.1", front_port))
+          local echoed = 0
+          for _ = 1, 8 do
+            c:send("x")
+            local ok, _, buf = c:recv()
+            if ok then echoed = echoed + #buf end
+            fw:sleep(25)
+          end
+          got.echoed = echoed
+          local ok, _, buf = c:recv() -- then quiet, until the proxy closes
+          got.client_ended = not ok or #buf == 0
+          c:Close()
+        end)
+        H.run(fw)
+        assert.same({ false, E.ERROR_SEM_TIMEOUT, 8, 8 }, got.pump)
+        assert.equal(8, got.echoed)
+        assert.is_true(got.open)
+        assert.is_true(got.client_ended)
+      end
     end)
 
     it("times out with a filter as without: false, 121, and both sockets closed", function()

@@ -213,28 +213,41 @@ function M.install(methods)
     return yield(WAITING)
   end
 
-  --- fw:pump(a, b [, filter] [, ms]) -> ok, err, bytes_a_to_b, bytes_b_to_a
+  --- fw:pump(a, b [, filter] [, ms [, idle_ms]]) -> ok, err, bytes_a_to_b, bytes_b_to_a
   -- With a filter, the filtered pump: filter(direction, buf), the callback style's
   -- filter less the user data, as an awaited call's results are the notification's
-  -- less it; it returns what that one does (nil, a string or buffer, false).
-  function service:pump(a, b, filter, ms)
+  -- less it; it returns what that one does (nil, a string or buffer, false). ms limits
+  -- the whole pump (then both sockets are closed, as a pump cannot be taken back
+  -- halfway); idle_ms ends it once nothing has moved either way for that long (the
+  -- core's own limit, as HAProxy's "timeout tunnel"), leaving the sockets to the
+  -- caller. Either way it returns false, 121 and the bytes moved.
+  function service:pump(a, b, filter, ms, idle_ms)
     local co = current("fw:pump")
     local ms_arg = 4
     if type(filter) ~= "function" then
-      if filter ~= nil then -- fw:pump(a, b, ms)
-        if ms ~= nil or type(filter) ~= "number" then
+      if filter ~= nil then -- fw:pump(a, b, ms [, idle_ms])
+        if type(filter) ~= "number" then
           error(("bad argument #3 to 'pump' (function or timeout in ms expected, got %s)")
             :format(type(filter)), 2)
         end
-        ms, ms_arg = filter, 3
+        if idle_ms ~= nil then
+          error(("bad argument #5 to 'pump' (no value expected after the idle limit, got %s)")
+            :format(type(idle_ms)), 2)
+        end
+        ms, idle_ms, ms_arg = filter, ms, 3
       end
       filter = nil
     end
     check_timeout(ms, ms_arg, "pump")
+    if idle_ms ~= nil and (type(idle_ms) ~= "number" or math.tointeger(idle_ms) == nil
+                           or idle_ms < 0) then
+      error(("bad argument #%d to 'pump' (idle limit in whole ms expected, got %s)")
+        :format(ms_arg + 1, type(idle_ms) == "number" and tostring(idle_ms) or type(idle_ms)), 2)
+    end
     local ud, st = userdata(co, ms, close_pair, { a, b })
     local relay -- one Lua call more per chunk than the callback style's filter
     if filter ~= nil then relay = function(_, direction, buf) return filter(direction, buf) end end
-    begin("pump", nil, self.Pump, self, a, b, wake_pump, ud, relay)
+    begin("pump", nil, self.Pump, self, a, b, wake_pump, ud, relay, idle_ms)
     return wait(self, ms, st)
   end
 
