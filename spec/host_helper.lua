@@ -58,6 +58,43 @@ function HH.client(fw, port, parts, linger)
   return st
 end
 
+-- A UDP echo upstream on fw: answers each datagram to its sender (after delay_ms,
+-- if given). st.received has the datagrams it got.
+function HH.udp_upstream(fw, delay_ms)
+  local s = fw:CreateNetworkSocket("udp")
+  assert(s:Bind("127.0.0.1", 0))
+  local st = { received = {} }
+  local function on_recv(ok, _, buf, _, from)
+    if not ok then return end
+    st.received[#st.received + 1] = tostring(buf)
+    if delay_ms then
+      local answer = tostring(buf)
+      fw:SetTimer(delay_ms, function() if not s:IsClosed() then s:SendTo(answer, from) end end)
+    else
+      s:SendTo(buf, from)
+    end
+    s:Recv(nil, on_recv)
+  end
+  s:Recv(nil, on_recv)
+  st.close = function() s:Close() end
+  return ("127.0.0.1:%d"):format(s:GetSockName().port), st
+end
+
+-- A UDP client on fw: sends each of datagrams to port; st.got collects the replies.
+function HH.udp_client(fw, port, datagrams)
+  local c = fw:CreateNetworkSocket("udp")
+  assert(c:Bind("127.0.0.1", 0))
+  local st = { got = {}, socket = c }
+  local function on_recv(ok, _, buf)
+    if not ok then return end
+    st.got[#st.got + 1] = tostring(buf)
+    c:Recv(nil, on_recv)
+  end
+  c:Recv(nil, on_recv)
+  for _, d in ipairs(datagrams) do c:SendTo(d, "127.0.0.1", port) end
+  return st
+end
+
 -- A host service, checked after the test as H.new's are.
 function HH.service()
   return H.track(host.service())

@@ -163,7 +163,7 @@ describe("the host with SDK filters", function()
           p.Connect.piConnection:AttachDataFilter(relay("df", nil, df_log), fwx.fwx_dfpc_Middle)
         elseif event.EventType == fwx.fwx_EstablishedConnection then
           seen.peer = p.EstablishedConnection.piConnection:GetExternalPeerName()
-          H.raises("only inside FirewallEventHandler, for fwx_AcceptedConnection or fwx_Connect_Tcp",
+          H.raises("only inside FirewallEventHandler, for fwx_AcceptedConnection, fwx_Connect_Tcp or fwx_Udp_Destination",
             p.EstablishedConnection.piConnection.AttachDataFilter,
             p.EstablishedConnection.piConnection, relay("late"), fwx.fwx_dfpc_Middle)
         else
@@ -448,7 +448,6 @@ describe("the host with SDK filters", function()
     refuses("filters[1] has no AttachToSession method", { filters = { {} } })
     refuses("filters[1].FilterInit must be a function", { filters = { { AttachToSession = print, FilterInit = 1 } } })
     refuses("on_data and SDK filters (AttachToSession) do not mix", { on_data = print, filters = { sdk_filter(1) } })
-    refuses("SDK filters (AttachToSession) serve protocol \"tcp\" only", { protocol = "udp", filters = { sdk_filter(1) } })
     refuses("filters[1]:FilterInit must return the events it hooks", { filters = { sdk_filter("all") } })
     refuses("filters[1]: FilterInit raised: ", { filters = { { AttachToSession = print, FilterInit = function() error("no") end } } })
 
@@ -488,5 +487,158 @@ describe("the host with SDK filters", function()
     HH.finish(server, ust)
     assert.equal("FROM THE README", st.reply)
     assert.same({ "closed" }, ends_of(logs))
+  end)
+
+  describe("over UDP", function()
+    -- The host over UDP with filters, in front of a UDP echo upstream on its service.
+    local function udp_proxy(filter)
+      local fw = HH.service()
+      local up, ust = HH.udp_upstream(fw)
+      filter.upstream, filter.protocol = up, "udp"
+      local server, logs = HH.start(fw, filter)
+      return server, logs, ust, up
+    end
+
+    local function finish(server, ust, ...)
+      for _, c in ipairs({ ... }) do c.socket:Close() end
+      server.shutdown(0)
+      ust.close()
+      H.run(server.fw)
+    end
+
+    it("raises fwx_Udp_Destination per client address; its data filters get each datagram whole, each way", function()
+      local log, dfs = {}, {}
+      local server, logs, ust, up = udp_proxy({ idle_timeout_ms = 150, filters = {
+        sdk_filter(fwx.fwx_Udp_Destination | fwx.fwx_EstablishedConnection | fwx.fwx_ConnectionTerminating,
+          function(event)
+            local p = event.Parameters
+            if p.UdpDest then
+              log[#log + 1] = "to " .. tostring(p.UdpDest.Address)
+              local df = relay("upper", function(direction, buf)
+                if direction == "request" then return tostring(buf):upper() end
+                return buf
+              end)
+              dfs[#dfs + 1] = df
+              p.UdpDest.piConnection:AttachDataFilter(df, fwx.fwx_dfpc_Middle)
+            elseif p.EstablishedConnection then
+              log[#log + 1] = "established " .. p.EstablishedConnection.Protocol
+            end
+          end, log) } })
+      local fw = server.fw
+      local a = HH.udp_client(fw, server.port, { "one", "two", "three" })
+      H.run_until(fw, function() return #a.got == 3 end)
+      local b = HH.udp_client(fw, server.port, { "four" })
+      H.run_until(fw, function() return #b.got == 1 end)
+      assert.same({ "ONE", "TWO", "THREE" }, a.got) -- each datagram whole, in order
+      assert.same({ "FOUR" }, b.got)
+      assert.equal(2, server.connections)
+      H.run_until(fw, function() return server.connections == 0 end) -- idle
+      finish(server, ust, a, b)
+      assert.equal(2, #dfs)
+      for _, df in ipairs(dfs) do
+        assert.equal(1, df.detached)
+        assert.truthy(tostring(df.internal):find("link", 1, true), tostring(df.internal))
+        assert.equal("fwx.socket upstream of connection " .. (df == dfs[1] and 1 or 2), tostring(df.external))
+      end
+      assert.same({ "idle timeout", "idle timeout" }, ends_of({ access = logs.access }))
+      local lines = table.concat(logs.access, "\n")
+      assert.truthy(lines:find("request=11 response=11 end=idle timeout", 1, true), lines)
+      assert.truthy(lines:find("request=4 response=4 end=idle timeout", 1, true), lines)
+      -- one session filter for the one client address; each session's events in order
+      local opened = { "fwx_Udp_Destination", "to " .. up, "fwx_EstablishedConnection", "established udp" }
+      assert.same({ "FilterInit", "AttachToSession 127.0.0.1", opened[1], opened[2], opened[3],
+                    opened[4], opened[1], opened[2], opened[3], opened[4],
+                    "fwx_ConnectionTerminating", "fwx_ConnectionTerminating", "session:Detach",
+                    "FilterShutdown" }, log)
+      assert.same({}, logs.errors)
+    end)
+
+    it("an Emulation data filter answers UDP clients itself; the upstream hears nothing", function()
+      local Answer = {}
+      Answer.__index = Answer
+      function Answer:SetSockets(internal, external)
+        self.internal, self.external = internal, external
+        internal:Recv(nil, self)
+      end
+      function Answer:CompleteAsyncIO(ok, _, buf)
+        if not ok then return end
+        self.internal:Send("pong " .. tostring(buf))
+        self.internal:Recv(nil, self)
+      end
+      local emulators = {}
+      local server, logs, ust = udp_proxy({ idle_timeout_ms = 100, filters = {
+        sdk_filter(fwx.fwx_Udp_Destination, function(event)
+          local df = setmetatable({}, Answer)
+          emulators[#emulators + 1] = df
+          event.Parameters.UdpDest.piConnection:AttachDataFilter(df, fwx.fwx_dfpc_Emulation)
+        end) } })
+      local fw = server.fw
+      local c = HH.udp_client(fw, server.port, { "a", "b" })
+      H.run_until(fw, function() return #c.got == 2 end)
+      assert.same({ "pong a", "pong b" }, c.got)
+      H.run_until(fw, function() return server.connections == 0 end)
+      finish(server, ust, c)
+      assert.equal(1, #emulators)
+      assert.is_nil(emulators[1].external)
+      assert.same({}, ust.received)
+      assert.truthy(logs.access[1]:find("request=0 response=12 end=idle timeout", 1, true), logs.access[1])
+    end)
+
+    it("holds at most 64 datagrams for a data filter that does not take them, and drops the rest", function()
+      local Late = {}
+      Late.__index = Late
+      function Late:SetSockets(internal, external) self.internal, self.external = internal, external end
+      function Late:CompleteAsyncIO(ok, _, buf)
+        if not ok then return end
+        self.got = (self.got or 0) + 1
+        self.internal:Recv(nil, self)
+      end
+      local df
+      local server, logs, ust = udp_proxy({ idle_timeout_ms = 60000, filters = {
+        sdk_filter(fwx.fwx_Udp_Destination, function(event)
+          df = setmetatable({}, Late)
+          event.Parameters.UdpDest.piConnection:AttachDataFilter(df, fwx.fwx_dfpc_Middle)
+        end) } })
+      local fw = server.fw
+      local list = {}
+      for i = 1, 200 do list[i] = "d" .. i end
+      local c = HH.udp_client(fw, server.port, list)
+      H.run_until(fw, function() return df and df.internal end)
+      H.run_for(fw, 100) -- every datagram has come (or been lost on the way)
+      df.internal:Recv(nil, df)
+      H.run_for(fw, 100)
+      assert.equal(64, df.got)
+      finish(server, ust, c)
+      assert.same({ "shutdown" }, ends_of(logs))
+    end)
+
+    it("ends a session once its data filter has closed both ends, or at Kill", function()
+      for _, how in ipairs({ "close", "kill" }) do
+        local Closer = {}
+        Closer.__index = Closer
+        function Closer:SetSockets(internal, external, conn)
+          self.internal, self.external, self.conn = internal, external, conn
+          internal:Recv(nil, self)
+        end
+        function Closer:CompleteAsyncIO(ok, _, buf)
+          if not ok then return end
+          self.internal:Send("bye " .. tostring(buf))
+          if how == "kill" then return self.conn:Kill() end
+          self.internal:Close()
+          self.external:Close()
+        end
+        local server, logs, ust = udp_proxy({ idle_timeout_ms = 60000, filters = {
+          sdk_filter(fwx.fwx_Udp_Destination, function(event)
+            event.Parameters.UdpDest.piConnection:AttachDataFilter(setmetatable({}, Closer), fwx.fwx_dfpc_Middle)
+          end) } })
+        local fw = server.fw
+        local c = HH.udp_client(fw, server.port, { "x" })
+        H.run_until(fw, function() return #logs.access == 1 end)
+        if how == "close" then H.run_until(fw, function() return #c.got == 1 end) end
+        finish(server, ust, c)
+        assert.same({ how == "close" and "closed" or "killed by the filter" }, ends_of(logs), how)
+        if how == "close" then assert.same({ "bye x" }, c.got) end
+      end
+    end)
   end)
 end)

@@ -571,24 +571,39 @@ describe("the host", function()
       assert.truthy(log:find("request=12 response=12 end=closed", 1, true), log)
     end)
 
-    it("serves a UDP filter file to nc -u, a session per client, logged when it ends", function()
+    -- `fwx run FILE` over UDP in front of examples/udp_echo.lua, and nc -u sending
+    -- payload as one datagram; returns what nc got and the host's log once it has
+    -- drained at SIGTERM.
+    local function through_nc_udp(file, payload)
       local up_out = os.tmpname()
       os.execute(("timeout 20 env %s examples/udp_echo.lua 0 > %s 2>&1 & echo $! > %s.pid")
         :format(H.lua_command(), up_out, up_out))
       local up_port = wait_for(up_out, "udp echo on 127%.0%.0%.1:(%d+)")
       local host_out = os.tmpname()
-      os.execute(("(timeout 30 env %s bin/fwx run examples/filters/udp_uppercase.lua --listen 127.0.0.1:0 --upstream 127.0.0.1:%s; echo exit=$?) > %s 2>&1 &")
-        :format(H.lua_command(), up_port, host_out))
+      os.execute(("(timeout 30 env %s bin/fwx run %s --listen 127.0.0.1:0 --upstream 127.0.0.1:%s; echo exit=$?) > %s 2>&1 &")
+        :format(H.lua_command(), file, up_port, host_out))
       local port = wait_for(host_out, "listening on 127%.0%.0%.1:(%d+) %(udp%)")
-      local got = H.sh(("printf 'through udp' | timeout 5 nc -u -w1 127.0.0.1 %s"):format(port))
+      local got = H.sh(("printf '%s' | timeout 5 nc -u -w1 127.0.0.1 %s"):format(payload, port))
       local pid = H.sh(("ss -lunpH 'sport = :%s' | grep -o 'pid=[0-9]*' | head -1"):format(port)):match("pid=(%d+)")
       os.execute("kill -TERM " .. pid) -- drains: the session ends at once (no deadline reached)
       local _, log = wait_for(host_out, "exit=%d+")
       os.execute(("kill $(cat %s.pid) 2>/dev/null"):format(up_out))
       for _, p in ipairs({ up_out, up_out .. ".pid", host_out }) do os.remove(p) end
+      assert.truthy(log:find("fwx: stopped\nexit=0", 1, true), log)
+      return got, log
+    end
+
+    it("serves a UDP filter file to nc -u, a session per client, logged when it ends", function()
+      local got, log = through_nc_udp("examples/filters/udp_uppercase.lua", "through udp")
       assert.equal("THROUGH UDP", got)
       assert.truthy(log:find("request=11 response=11 end=shutdown", 1, true), log)
-      assert.truthy(log:find("fwx: stopped\nexit=0", 1, true), log)
+    end)
+
+    it("serves a UDP filter in the SDK's shape to nc -u: its data filter passes the answer", function()
+      local got, log = through_nc_udp("examples/filters/sdk_udp_guard.lua", "through the guard")
+      assert.equal("through the guard", got)
+      assert.truthy(log:find("guard: session 1: 1 answers passed, 0 dropped", 1, true), log)
+      assert.truthy(log:find("request=17 response=17 end=shutdown", 1, true), log)
     end)
 
     it("drains on SIGTERM: no new connections, the open one finishes, then it exits 0", function()
@@ -683,42 +698,7 @@ describe("the host over UDP (protocol = \"udp\")", function()
   before_each(H.before)
   after_each(H.after)
 
-  -- A UDP echo upstream on fw: answers each datagram to its sender (after delay_ms,
-  -- if given). st.received has the datagrams it got.
-  local function udp_upstream(fw, delay_ms)
-    local s = fw:CreateNetworkSocket("udp")
-    assert(s:Bind("127.0.0.1", 0))
-    local st = { received = {} }
-    local function on_recv(ok, _, buf, _, from)
-      if not ok then return end
-      st.received[#st.received + 1] = tostring(buf)
-      if delay_ms then
-        local answer = tostring(buf)
-        fw:SetTimer(delay_ms, function() if not s:IsClosed() then s:SendTo(answer, from) end end)
-      else
-        s:SendTo(buf, from)
-      end
-      s:Recv(nil, on_recv)
-    end
-    s:Recv(nil, on_recv)
-    st.close = function() s:Close() end
-    return ("127.0.0.1:%d"):format(s:GetSockName().port), st
-  end
-
-  -- A UDP client on fw: sends each of datagrams to port; st.got collects the replies.
-  local function udp_client(fw, port, datagrams)
-    local c = fw:CreateNetworkSocket("udp")
-    assert(c:Bind("127.0.0.1", 0))
-    local st = { got = {}, socket = c }
-    local function on_recv(ok, _, buf)
-      if not ok then return end
-      st.got[#st.got + 1] = tostring(buf)
-      c:Recv(nil, on_recv)
-    end
-    c:Recv(nil, on_recv)
-    for _, d in ipairs(datagrams) do c:SendTo(d, "127.0.0.1", port) end
-    return st
-  end
+  local udp_upstream, udp_client = HH.udp_upstream, HH.udp_client
 
   local function udp_proxy(filter, delay_ms)
     local fw = H.track(host.service())

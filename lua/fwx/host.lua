@@ -86,7 +86,6 @@ local function check_filter(filter)
     if f.on_data ~= nil then
       error("on_data and SDK filters (AttachToSession) do not mix: attach a data filter instead", 0)
     end
-    if f.protocol ~= "tcp" then error("SDK filters (AttachToSession) serve protocol \"tcp\" only", 0) end
   end
   f.failure = filter.failure or "closed"
   if f.failure ~= "closed" and f.failure ~= "open" then
@@ -278,7 +277,9 @@ function M.start(filter, fw)
     local shared = { Conn = Conn, conn_of = conn_of, report = report, counts = metrics.counters(),
                      metrics = metrics, listen_port = listen_port, workers = fwx.worker_count(),
                      connection_ended = connection_ended, call_filter = call_filter,
-                     worker = fwx.worker_id(), id_step = fwx.worker_count(), id_first = fwx.worker_id() }
+                     worker = fwx.worker_id(), id_step = fwx.worker_count(), id_first = fwx.worker_id(),
+                     -- SDK filters: FilterInit now (it may raise, and nothing is listening yet)
+                     sdk = f.sdk_filters and host_sdk.new(f.sdk_filters, fw, f, report) }
     local server = require("fwx.host_udp").start(f, fw, shared)
     server.fw = fw
     server.shutdown_timeout_ms = f.shutdown_timeout_ms

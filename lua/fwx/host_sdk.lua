@@ -16,12 +16,14 @@
 --                             piConnectionAccepted, IsSecondary = false }
 --   fwx_Connect_Tcp           Parameters.Connect = { Address (the upstream's),
 --                             piConnection, IsSecondary = false }
---   fwx_EstablishedConnection Parameters.EstablishedConnection = { Protocol = "tcp",
---                             piConnection }
+--   fwx_Udp_Destination       Parameters.UdpDest = { Address, piConnection,
+--                             IsSecondary = false } (a UDP session: lua/fwx/host_udp.lua)
+--   fwx_EstablishedConnection Parameters.EstablishedConnection = { Protocol = "tcp" or
+--                             "udp", piConnection }
 --   fwx_ConnectionTerminating Parameters.EndConnect = { piConnection, Reason, Error }
 --                             (Reason and Error: what the access log says)
 --
--- In the first two, connection:AttachDataFilter(df, class, context) puts the data
+-- In the first three, connection:AttachDataFilter(df, class, context) puts the data
 -- filter df (IFWXDataFilter: SetSockets, Detach) into the connection's chain, ordered
 -- by class (fwx.fwx_dfpc_NAT, client side, to fwx.fwx_dfpc_Emulation) and, within a
 -- class, by the order of the calls. Once the upstream is connected, the host calls
@@ -55,6 +57,7 @@ local M = {}
 local EMULATION = fwx.fwx_dfpc_Emulation
 local ACCEPTED = fwx.fwx_AcceptedConnection
 local CONNECT = fwx.fwx_Connect_Tcp
+local UDP_DEST = fwx.fwx_Udp_Destination
 local ESTABLISHED = fwx.fwx_EstablishedConnection
 local TERMINATING = fwx.fwx_ConnectionTerminating
 local ALL_EVENTS = 0 -- what a filter without FilterInit hooks
@@ -162,8 +165,11 @@ end
 -- whenever something does: the Recv and Send calls and the bytes moved (by them, or by
 -- a pump a data filter handed the sockets to). The idle limit's clock.
 local function activity(c)
-  local sent, received, calls = c._client_end:counters()
-  local n = sent + received + calls
+  local n = 0
+  if not link.is_link(c._client_end) then -- (a UDP session's: the host sees its datagrams)
+    local sent, received, calls = c._client_end:counters()
+    n = sent + received + calls
+  end
   if c._upstream_end ~= nil then
     sent, received, calls = c._upstream_end:counters()
     n = n + sent + received + calls
@@ -182,7 +188,7 @@ local Connection = {}
 Connection.__index = Connection
 
 --- connection:AttachDataFilter(df, class, context): only inside FirewallEventHandler
--- for fwx_AcceptedConnection or fwx_Connect_Tcp.
+-- for fwx_AcceptedConnection, fwx_Connect_Tcp or fwx_Udp_Destination.
 function Connection:AttachDataFilter(df, class, context)
   local c = self._conn
   if not callable(df, "SetSockets") then
@@ -197,7 +203,7 @@ function Connection:AttachDataFilter(df, class, context)
   end
   if c.closed then error("AttachDataFilter: the connection is terminating (FWX_E_TERMINATING)", 2) end
   if not c._may_attach then
-    error("AttachDataFilter: only inside FirewallEventHandler, for fwx_AcceptedConnection or fwx_Connect_Tcp", 2)
+    error("AttachDataFilter: only inside FirewallEventHandler, for fwx_AcceptedConnection, fwx_Connect_Tcp or fwx_Udp_Destination", 2)
   end
   local chain = c._chain
   chain[#chain + 1] = { df = df, class = class, context = context, order = #chain + 1 }
@@ -314,7 +320,7 @@ function M.new(list, fw, f, report)
   function sdk.event(conn, etype, parameters)
     local s = conn._session
     local event = { EventType = etype, Parameters = parameters }
-    conn._may_attach = etype == ACCEPTED or etype == CONNECT
+    conn._may_attach = etype == ACCEPTED or etype == CONNECT or etype == UDP_DEST
     for _, e in ipairs(filters) do
       if e.events & etype ~= 0 then
         local sf, failed = session_filter(conn, s, e)
@@ -347,7 +353,9 @@ function M.new(list, fw, f, report)
 
   --- sdk.start(conn, client, upstream) -> true, or false and a reason: the chain
   -- built and every data filter's SetSockets called, client side first. upstream is
-  -- nil when the connection is emulated.
+  -- nil when the connection is emulated. client is the client's socket, or (a UDP
+  -- session's) the end of a link whose other end the host keeps: the host sees the
+  -- datagrams go through it, and its end.
   function sdk.start(conn, client, upstream)
     local chain = conn._chain
     table.sort(chain, function(a, b)
@@ -370,7 +378,12 @@ function M.new(list, fw, f, report)
       ends[#ends + 1] = e
       return e
     end
-    conn._client_end = real(client, "client")
+    if link.is_link(client) then
+      conn._client_end = client
+      ends[#ends + 1] = client
+    else
+      conn._client_end = real(client, "client")
+    end
     if upstream ~= nil then conn._upstream_end = real(upstream, "upstream") end
     local internal = conn._client_end
     local towards = upstream and upstream:GetPeerName() or nil
@@ -401,8 +414,9 @@ function M.new(list, fw, f, report)
   --- sdk.ended(conn, reason, err): the connection has ended; its sockets are closed.
   function sdk.ended(conn, reason, err)
     if conn._client_end ~= nil then
-      -- What the data filters sent to each side: the request went to the upstream.
-      conn.response_bytes = conn._client_end:counters()
+      -- What the data filters sent to each side: the request went to the upstream. (A
+      -- UDP session's host counts what it sends the client itself.)
+      if not link.is_link(conn._client_end) then conn.response_bytes = conn._client_end:counters() end
       if conn._upstream_end ~= nil then conn.request_bytes = conn._upstream_end:counters() end
     end
     if conn._ends then
@@ -449,7 +463,7 @@ function M.new(list, fw, f, report)
     end
   end
 
-  sdk.ACCEPTED, sdk.CONNECT, sdk.ESTABLISHED = ACCEPTED, CONNECT, ESTABLISHED
+  sdk.ACCEPTED, sdk.CONNECT, sdk.ESTABLISHED, sdk.UDP_DEST = ACCEPTED, CONNECT, ESTABLISHED, UDP_DEST
   return sdk
 end
 

@@ -13,12 +13,30 @@
 -- not there answers with an ICMP port unreachable, which Linux does not report to an
 -- unconnected socket: such a session ends when it is idle.) The idle limit notes fw:now() per datagram and one timer per session
 -- waits it out, set again for what is left when it fires early.
+--
+-- With filters in the SDK's shape (lua/fwx/host_sdk.lua), a session raises
+-- fwx_Udp_Destination (Parameters.UdpDest = { Address, piConnection, IsSecondary })
+-- when it opens, and its session filters may attach data filters there. A session
+-- without one is relayed by the host, as above. With a chain, the session's socket
+-- towards the upstream is connected to it and handed to the last data filter as its
+-- external socket (fwx_EstablishedConnection comes first, with Protocol "udp"), and
+-- the first one's internal socket is the end of a link whose other end is the host's:
+-- each datagram from the client is one Send into it (one Recv out of it, whole), and
+-- each Send of the filter's into it one datagram to the client. What the host holds
+-- for a filter that does not receive is bounded (SDK_QUEUE_MAX datagrams; beyond, they
+-- are dropped, as a full socket buffer drops them). An empty datagram cannot cross a
+-- link (a 0-byte receive is the end of the stream): the host drops empty datagrams
+-- of such sessions. The session ends as the TCP host's connections do: once the
+-- filters have closed both ends (reason "closed"), at a limit, Kill, or shutdown.
 local fwx = require "fwx"
+local link = require "fwx.link"
 
 local M = {}
 
 local ERROR_OPERATION_ABORTED = 995
 local ERROR_SEM_TIMEOUT = 121
+-- Datagrams from a client queued towards a data filter that has not taken them.
+local SDK_QUEUE_MAX = 64
 
 --- M.start(f, fw, host) -> server: f the checked filter, host what host.lua shares
 -- (Conn, conn_of, report, counts, metrics, call_filter, connection_ended,
@@ -44,6 +62,9 @@ function M.start(f, fw, host)
   if host.workers > 1 and host.worker == 1 then fwx.store.set(port_key, server.port) end
 
   local function call_filter(conn, name, ...) return host.call_filter(f, conn, name, ...) end
+  local sdk = host.sdk
+  local upstream_address = setmetatable({ ip = f.upstream_host, port = f.upstream_port },
+    { __tostring = function() return upstream_name end })
 
   -- What a datagram becomes after on_data: the bytes to send, or nil (dropped), and
   -- whether the session goes on.
@@ -63,6 +84,56 @@ function M.start(f, fw, host)
     if type(mt) == "table" and mt.__name == "fwx.buffer" then return out, true end
     host.report(f, conn, "on_data", ("on_data returned a %s (nil, false, a string or an fwx.buffer expected)"):format(t))
     return nil, false, "filter error"
+  end
+
+  -- A datagram from the client of a session with data filters: one Send into the
+  -- host's end of the link to the first of them, unless SDK_QUEUE_MAX are still
+  -- waiting to be taken (a filter that does not receive holds no more than that).
+  local function taken(_, _, _, conn) conn._queued = conn._queued - 1 end
+  local function to_chain(conn, buf)
+    conn._active = fw:now()
+    if #buf == 0 or conn._queued >= SDK_QUEUE_MAX then return end
+    conn._queued = conn._queued + 1
+    conn._host_end:Send(buf, taken, conn)
+  end
+
+  -- The chain of a session's data filters: the link from the host to the first, the
+  -- session's socket connected to the upstream (unless emulated), fwx_Established-
+  -- Connection, then each SetSockets. What the first filter sends into the link goes
+  -- to the client; its end of the link closed (or shut) is the client side's end.
+  local function start_chain(conn, up, from)
+    local mine, theirs = link.pair(fw, from, server.address)
+    conn._own(mine)
+    conn._own(theirs)
+    conn._host_end, conn._queued = mine, 0
+    local function on_out(ok, _, buf)
+      if conn.closed then return end
+      if not ok or #buf == 0 then return conn._end_closed(theirs) end
+      conn.response_bytes = conn.response_bytes + #buf
+      conn._active = fw:now()
+      ls:SendTo(buf, from)
+      mine:Recv(nil, on_out)
+    end
+    local function go(upstream)
+      local fine, why = sdk.start(conn, theirs, upstream)
+      if conn.closed then return end
+      if not fine then return conn._close(why) end
+      mine:Recv(nil, on_out)
+    end
+    if conn._emulated then
+      up:Close()
+      return go(nil)
+    end
+    up:Connect(f.upstream_host, f.upstream_port, function(ok, err)
+      if conn.closed then return end
+      if not ok then return conn._close("upstream", err) end
+      conn._upstream = up
+      local fine, why = sdk.event(conn, sdk.ESTABLISHED, { EstablishedConnection = {
+        Protocol = "udp", piConnection = conn.api } })
+      if conn.closed then return end
+      if not fine then return conn._close(why) end
+      go(up)
+    end)
   end
 
   local function open_session(from, key)
@@ -90,7 +161,12 @@ function M.start(f, fw, host)
       if idle_timer ~= nil then idle_timer:Cancel() end
       if total_timer ~= nil then total_timer:Cancel() end
       up:Close()
+      if conn._host_end ~= nil then
+        conn._host_end:CancelIo()
+        conn._host_end:Close(true)
+      end
       server.connections = server.connections - 1
+      if sdk then sdk.ended(conn, reason, err) end
       host.connection_ended(f, counts, conn, reason, err)
     end
     conn._close = finish
@@ -106,6 +182,11 @@ function M.start(f, fw, host)
       end
     end
     host.conn_of[up] = conn
+    if sdk then
+      conn._fw = fw
+      function conn._own(obj) host.conn_of[obj] = conn end -- a link's end
+      sdk.connection(conn)
+    end
 
     if f.on_accept then
       local fine, verdict = call_filter(conn, "on_accept", conn)
@@ -115,7 +196,21 @@ function M.start(f, fw, host)
         return nil
       end
     end
-    local bound, _, code = up:Bind(bind_any, 0)
+    if sdk then
+      local fine, why = sdk.event(conn, sdk.UDP_DEST, { UdpDest = {
+        Address = upstream_address, piConnection = conn.api, IsSecondary = false } })
+      if conn.closed then return nil end
+      if not fine then
+        finish(why)
+        return nil
+      end
+    end
+    local bound, _, code
+    if conn._emulated then
+      bound = true
+    else
+      bound, _, code = up:Bind(bind_any, 0)
+    end
     if not bound then
       finish("error", code)
       return nil
@@ -134,13 +229,22 @@ function M.start(f, fw, host)
       if out ~= nil then ls:SendTo(out, from) end
       up:Recv(nil, on_reply)
     end
-    up:Recv(nil, on_reply)
+    if sdk and sdk.has_chain(conn) then
+      start_chain(conn, up, from)
+    else
+      up:Recv(nil, on_reply)
+    end
 
     conn._active = fw:now()
     if f.idle_timeout_ms > 0 then
       local function on_idle(tok)
         idle_timer = nil
         if not tok or conn.closed then return end
+        if conn._host_end ~= nil and conn._client_end ~= nil then
+          -- a chain's: what its filters did on the upstream's socket counts too
+          local n = sdk.activity(conn)
+          if n ~= conn._moved then conn._moved, conn._active = n, fw:now() end
+        end
         local left = conn._active + f.idle_timeout_ms - fw:now()
         if left <= 0 then return finish("idle timeout", ERROR_SEM_TIMEOUT) end
         idle_timer = fw:SetTimer(left, on_idle)
@@ -165,7 +269,9 @@ function M.start(f, fw, host)
     local key = tostring(from)
     local conn = sessions[key]
     if conn == nil then conn = open_session(from, key) end
-    if conn ~= nil then
+    if conn ~= nil and conn._host_end ~= nil then
+      to_chain(conn, buf)
+    elseif conn ~= nil then
       conn.request_bytes = conn.request_bytes + #buf
       conn._active = fw:now()
       local out, goes_on, why_not = filtered(conn, "request", buf)
@@ -199,6 +305,7 @@ function M.start(f, fw, host)
   -- once, whatever ms.
   function server.shutdown(_, when_drained)
     server.close()
+    if sdk then sdk.shutdown() end
     if when_drained ~= nil then when_drained() end
   end
   return server
