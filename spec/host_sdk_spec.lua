@@ -403,6 +403,37 @@ describe("the host with SDK filters", function()
     assert.same({}, logs.errors)
   end)
 
+  it("bounds what a data filter that does not wait for its sends holds: past send_limit_bytes, 1450", function()
+    local CHUNK = 65536
+    local results = {}
+    local Flood = {}
+    Flood.__index = Flood
+    function Flood:SetSockets(_, external, conn)
+      self.conn = conn
+      local chunk = string.rep("f", CHUNK)
+      for i = 1, 40 do external:Send(chunk, function(ok, err) results[i] = { ok, err } end) end
+    end
+    local Deaf = { SetSockets = function() end } -- never receives from the link
+    local server, logs, ust = HH.proxy({ send_limit_bytes = 4 * CHUNK, filters = {
+      attaching(fwx.fwx_dfpc_NAT, function() return setmetatable({}, Flood) end),
+      attaching(fwx.fwx_dfpc_Middle, function() return Deaf end) } })
+    local fw = server.fw
+    local st = HH.client(fw, server.port, {}, true)
+    H.run_until(fw, function() return results[40] ~= nil end)
+    local refused = 0
+    for i = 5, 40 do
+      if results[i] and not results[i][1] and results[i][2] == E.ERROR_NO_SYSTEM_RESOURCES then refused = refused + 1 end
+    end
+    assert.equal(36, refused) -- four wait in the link, the rest were refused at once
+    for i = 1, 4 do assert.is_nil(results[i]) end
+    st.socket:Close()
+    server.shutdown(0)
+    H.run_until(fw, function() return server.connections == 0 and results[4] ~= nil end)
+    for i = 1, 4 do assert.is_false(results[i][1]) end -- ended with the connection, once each
+    HH.finish(server, ust)
+    assert.same({ "shutdown" }, ends_of(logs))
+  end)
+
   it("keeps a chain that moves bytes alive past its idle limit (by Recv and Send, or by a pump), and ends it once it goes quiet", function()
     local cases = {
       { name = "relays", reply = string.rep("x", 13), filters = function() return {
@@ -449,6 +480,7 @@ describe("the host with SDK filters", function()
     refuses("filters[1].FilterInit must be a function", { filters = { { AttachToSession = print, FilterInit = 1 } } })
     refuses("on_data and SDK filters (AttachToSession) do not mix", { on_data = print, filters = { sdk_filter(1) } })
     refuses("filters[1]:FilterInit must return the events it hooks", { filters = { sdk_filter("all") } })
+    refuses("send_limit_bytes must be an integer of 0 or more", { send_limit_bytes = 1.5, filters = { sdk_filter(1) } })
     refuses("filters[1]: FilterInit raised: ", { filters = { { AttachToSession = print, FilterInit = function() error("no") end } } })
 
     local problems = {}

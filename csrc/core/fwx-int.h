@@ -212,6 +212,7 @@ typedef struct fwx__conn {
   struct fwx__pump *pump;  /* while the socket's pumping bit is set */
   struct fwx__deadline *deadline; /* made by the first deadline, until the close */
   fwx_socket_counts_t counts;      /* while the socket's counting bit is set */
+  size_t send_limit;               /* fwx_socket_set_send_limit; 0: none */
 } fwx__conn_t;
 
 static inline fwx_port_t *fwx__socket_port(const fwx_socket_t *s) {

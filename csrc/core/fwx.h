@@ -249,6 +249,11 @@ int fwx_socket_fd(fwx_socket_t *s);
 typedef struct fwx_socket_counts { uint64_t sent, received, operations; } fwx_socket_counts_t;
 int fwx_socket_count_start(fwx_socket_t *s);
 int fwx_socket_counts(const fwx_socket_t *s, fwx_socket_counts_t *out);
+/* A bound on what a TCP socket holds for a sender that does not wait for its sends'
+ * completions: a Send that finds bytes or more still queued (taken, not yet written
+ * to the kernel) moves nothing and fails with UV_ENOBUFS, as its notification. 0: no
+ * bound (the default). 0 or UV_ENOMEM. */
+int fwx_socket_set_send_limit(fwx_socket_t *s, size_t bytes);
 
 /* ---- links (link.c): the sockets between two data filters of a chain ---- */
 typedef struct fwx_link fwx_link_t;
@@ -267,6 +272,9 @@ int fwx_link_send(fwx_link_t *l, const char *data, size_t len, int notify, uintp
 int fwx_link_shutdown(fwx_link_t *l);
 int fwx_link_close(fwx_link_t *l, int abortive);
 int fwx_link_cancel_io(fwx_link_t *l); /* 1 if it ended a pending Recv (995) */
+/* As fwx_socket_set_send_limit, for the bytes this end has queued that the other end
+ * has not taken. */
+void fwx_link_set_send_limit(fwx_link_t *l, size_t bytes);
 
 /* ---- hooked handles (handle.c) ---- */
 int fwx_handle_hook(fwx_port_t *port, int fd, fwx_handle_t **out); /* dups fd */

@@ -29,6 +29,8 @@ struct fwx_link {
   fwx_op_t *recv;          /* the receive waiting, or NULL */
   fwx_op_t *head, *tail;   /* the other end's sends not yet all taken (op->next) */
   size_t head_off;         /* bytes of the head's buffer already taken */
+  size_t queued;           /* bytes in the queue not yet taken */
+  size_t send_limit;       /* fwx_link_set_send_limit: on the other end's queued */
   unsigned closed : 1;
   unsigned shut : 1;       /* Shutdown: this end sends no more */
   unsigned eof : 1;        /* the other end shut down or closed: the end, after the queue */
@@ -114,6 +116,7 @@ static void take(fwx_link_t *l) {
   }
   r->bytes = n;
   l->head_off += n;
+  l->queued -= n;
   fwx__op_complete(r, 0);
   if (l->head_off == size) {
     s = pop(l);
@@ -173,7 +176,10 @@ int fwx_link_send(fwx_link_t *l, const char *data, size_t len, int notify, uintp
     fwx__op_complete(&so->op, UV_ESHUTDOWN);
   } else if (peer == NULL || peer->closed) {
     fwx__op_complete(&so->op, UV_EPIPE);
+  } else if (l->send_limit != 0 && peer->queued >= l->send_limit) {
+    fwx__op_complete(&so->op, UV_ENOBUFS); /* the other end takes too slowly */
   } else {
+    peer->queued += len;
     so->op.next = NULL;
     if (peer->tail != NULL)
       peer->tail->next = &so->op;
@@ -204,7 +210,10 @@ static void fail_queue(fwx_link_t *l, int status) {
     s->bytes = 0;
     fwx__op_complete(s, status);
   }
+  l->queued = 0;
 }
+
+void fwx_link_set_send_limit(fwx_link_t *l, size_t bytes) { l->send_limit = bytes; }
 
 int fwx_link_cancel_io(fwx_link_t *l) {
   fwx_op_t *op = l->recv;

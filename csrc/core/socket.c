@@ -171,6 +171,19 @@ int fwx_socket_counts(const fwx_socket_t *s, fwx_socket_counts_t *out) {
   return 1;
 }
 
+int fwx_socket_set_send_limit(fwx_socket_t *s, size_t bytes) {
+  if (bytes == 0 && s->conn == NULL) return 0;
+  if (fwx__socket_conn(s) == NULL) return UV_ENOMEM;
+  s->conn->send_limit = bytes;
+  return 0;
+}
+
+/* A TCP socket past its send limit: what libuv holds unwritten is enough. */
+static int over_send_limit(const fwx_socket_t *s) {
+  return s->conn != NULL && s->conn->send_limit != 0 && s->proto == FWX_TCP &&
+         s->uv.stream.write_queue_size >= s->conn->send_limit;
+}
+
 /* A receive or a send started (counting); a send's n bytes taken. */
 static inline void count_start(fwx_socket_t *s, size_t sent) {
   if (s->counting) {
@@ -328,6 +341,15 @@ int fwx_socket_send(fwx_socket_t *s, fwx_buffer_t *buf, const char *data, size_t
   if (s->closed || fwx__socket_port(s)->closing) return FWX_ECLOSED;
   if (s->listening || (to != NULL && s->proto != FWX_UDP)) return FWX_ESTATE;
   if (fwx__socket_pump(s) != NULL) return FWX_EPUMPING;
+  if (over_send_limit(s) && !s->shut && !s->uv_closing) {
+    so = fwx__sendop_alloc(fwx__socket_port(s));
+    if (so == NULL) return UV_ENOMEM;
+    so->op.notify = (unsigned char)(notify != 0);
+    start(s, &so->op, FWX_OP_SEND, key);
+    count_start(s, 0);
+    fwx__op_complete(&so->op, UV_ENOBUFS);
+    return 0;
+  }
   if (s->proto == FWX_TCP && !s->shut && !s->uv_closing) {
     /* The record the rest needs is made sure of before any byte goes: a send that had
      * written part and then found no memory could not say what it did. */

@@ -139,6 +139,9 @@ int lfwx_service_new(lua_State *L);
 int lfwx_raise(lua_State *L, int err, const char *what);
 int lfwx_fail(lua_State *L, int err);     /* nil, message, win32 code */
 
+/* socket.c: setsendlimit's argument, for sockets and links. */
+size_t lfwx_check_send_limit(lua_State *L, int idx);
+
 /* dispatch.c */
 extern const char *const lfwx_op_names[FWX_OP_LAST + 1]; /* "Accept", "Recv", "timer" */
 /* tidx: the service's anchor table on the stack (lfwx_push_anchors). */

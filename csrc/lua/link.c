@@ -113,6 +113,14 @@ static int l_cancel_io(lua_State *L) {
   return 1;
 }
 
+/* e:setsendlimit(bytes): as a socket's, on the bytes the other end has not taken. */
+static int l_setsendlimit(lua_State *L) {
+  lfwx_link_t *box = check_open(L, 1, "setsendlimit");
+  fwx_link_set_send_limit(box->l, lfwx_check_send_limit(L, 2));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int l_is_closed(lua_State *L) {
   lfwx_link_t *box = lfwx_checkudata(L, 1, LFWX_LINK);
   lua_pushboolean(L, box->l == NULL || fwx_link_closed(box->l));
@@ -198,6 +206,7 @@ int lfwx_open_link(lua_State *L) {
     {"Close", l_close},
     {"CancelIo", l_cancel_io},
     {"IsClosed", l_is_closed},
+    {"setsendlimit", l_setsendlimit},
     {"GetSockName", l_get_sock_name},
     {"GetPeerName", l_get_peer_name},
     {"SetSockOpt", l_no_options},

@@ -14,6 +14,8 @@
 --     connect_timeout_ms = 10000,           -- for the upstream's connect
 --     idle_timeout_ms = 600000,             -- no byte either way for this long ends it
 --     total_timeout_ms = 0,                 -- a connection's whole life; 0: no limit
+--     send_limit_bytes = 1048576,           -- SDK data filters: what each socket and
+--                                           -- link holds unsent; 0: no limit
 --     threads = 1,                          -- worker threads (fwx.serve), each
 --                                           -- listening on the port (SO_REUSEPORT)
 --     shutdown_timeout_ms = 30000,          -- how long SIGTERM lets connections drain
@@ -110,6 +112,11 @@ local function check_filter(filter)
       error(("%s must be an integer of 0 or more (ms; 0: no limit), got %s"):format(name, tostring(ms)), 0)
     end
     f[name] = ms
+  end
+  f.send_limit_bytes = filter.send_limit_bytes or 1048576
+  if math.type(f.send_limit_bytes) ~= "integer" or f.send_limit_bytes < 0 then
+    error(("send_limit_bytes must be an integer of 0 or more (0: no limit), got %s")
+      :format(tostring(filter.send_limit_bytes)), 0)
   end
   f.threads = filter.threads or 1
   if math.type(f.threads) ~= "integer" or f.threads < 1 or f.threads > 1024 then

@@ -114,7 +114,7 @@ end
 local hosted = setmetatable({}, { __mode = "k" }) -- socket -> { conn =, side =, closed = }
 local HOSTED_METHODS = { "Recv", "Send", "Shutdown", "CancelIo", "GetSockName",
   "GetPeerName", "SetSockOpt", "GetSockOpt", "IsClosed", "recv", "send", "settimeout",
-  "counters" }
+  "counters", "setsendlimit" }
 local Hosted -- the metatable, made from the socket class's at the first connection
 local core_close
 
@@ -373,13 +373,18 @@ function M.new(list, fw, f, report)
       end
     end
     conn._end_closed = end_closed
+    -- Every socket and link a data filter is given holds at most send_limit_bytes
+    -- that it has not yet written or that were not yet taken (DESIGN.md 2.7).
+    local limit = f.send_limit_bytes
     local function real(s, side)
       local e = socket_end(conn, s, side)
+      e:setsendlimit(limit)
       ends[#ends + 1] = e
       return e
     end
     if link.is_link(client) then
       conn._client_end = client
+      client:setsendlimit(limit)
       ends[#ends + 1] = client
     else
       conn._client_end = real(client, "client")
@@ -392,6 +397,8 @@ function M.new(list, fw, f, report)
       if i < #chain then
         -- Each end's names are the connection's: the client's on the client side.
         local a, b = link.pair(conn._fw, conn.client, towards)
+        a:setsendlimit(limit)
+        b:setsendlimit(limit)
         conn._own(a)
         conn._own(b)
         ends[#ends + 1], ends[#ends + 2] = a, b
