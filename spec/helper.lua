@@ -130,11 +130,18 @@ function H.pid()
   return pid
 end
 
-local fds_before
+local fds_before, globals_before
+local function globals()
+  local t = {}
+  for k in pairs(_G) do t[k] = true end
+  return t
+end
+
 function H.before()
     collectgarbage()
     collectgarbage()
     fds_before = H.fd_count()
+    globals_before = globals()
 end
 
 function H.after()
@@ -153,6 +160,16 @@ function H.after()
         problems[#problems + 1] = ("service %d: %d anchors left after Close"):format(i, fw:anchored())
       end
       services[i] = nil
+    end
+    -- the module and the host keep their state in locals: a global made during the
+    -- test is a missing "local" somewhere
+    local made = {}
+    for k in pairs(_G) do
+      if not globals_before[k] then made[#made + 1] = tostring(k) end
+    end
+    if #made > 0 then
+      table.sort(made)
+      problems[#problems + 1] = "globals made during the test: " .. table.concat(made, ", ")
     end
     collectgarbage()
     collectgarbage()

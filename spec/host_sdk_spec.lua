@@ -616,6 +616,27 @@ describe("the host with SDK filters", function()
       assert.truthy(logs.access[1]:find("request=0 response=12 end=idle timeout", 1, true), logs.access[1])
     end)
 
+    it("a raising SetSockets ends its session alone; the client's next datagram opens a new one", function()
+      local calls = 0
+      local server, logs, ust = udp_proxy({ idle_timeout_ms = 60000, filters = {
+        sdk_filter(fwx.fwx_Udp_Destination, function(event)
+          event.Parameters.UdpDest.piConnection:AttachDataFilter({ SetSockets = function()
+            calls = calls + 1
+            error("no sockets for me")
+          end }, fwx.fwx_dfpc_Emulation) -- emulated: SetSockets comes at once
+        end) } })
+      local fw = server.fw
+      local c = HH.udp_client(fw, server.port, { "a" })
+      H.run_until(fw, function() return #logs.access == 1 end)
+      c.socket:SendTo("b", "127.0.0.1", server.port)
+      H.run_until(fw, function() return #logs.access == 2 end)
+      assert.equal(2, calls)
+      assert.equal(0, server.connections)
+      finish(server, ust, c)
+      assert.same({ "filter error", "filter error" }, ends_of(logs))
+      assert.equal(2, #logs.errors)
+    end)
+
     it("holds at most 64 datagrams for a data filter that does not take them, and drops the rest", function()
       local Late = {}
       Late.__index = Late

@@ -164,16 +164,15 @@ end
 -- What has happened on connection c's real sockets so far, as one number that changes
 -- whenever something does: the Recv and Send calls and the bytes moved (by them, or by
 -- a pump a data filter handed the sockets to). The idle limit's clock.
+local function moved(s)
+  local sent, received, calls = s:counters()
+  return sent + received + calls
+end
 local function activity(c)
   local n = 0
-  if not link.is_link(c._client_end) then -- (a UDP session's: the host sees its datagrams)
-    local sent, received, calls = c._client_end:counters()
-    n = sent + received + calls
-  end
-  if c._upstream_end ~= nil then
-    sent, received, calls = c._upstream_end:counters()
-    n = n + sent + received + calls
-  end
+  if not link.is_link(c._client_end) then n = moved(c._client_end) end -- (a UDP
+  -- session's client end is a link: the host sees its datagrams itself)
+  if c._upstream_end ~= nil then n = n + moved(c._upstream_end) end
   return n
 end
 

@@ -231,6 +231,7 @@ function M.start(f, fw, host)
     end
     if sdk and sdk.has_chain(conn) then
       start_chain(conn, up, from)
+      if conn.closed then return nil end -- an emulated chain's SetSockets failed
     else
       up:Recv(nil, on_reply)
     end
@@ -241,7 +242,8 @@ function M.start(f, fw, host)
         idle_timer = nil
         if not tok or conn.closed then return end
         if conn._host_end ~= nil and conn._client_end ~= nil then
-          -- a chain's: what its filters did on the upstream's socket counts too
+          -- a chain's: what its filters did on the upstream's socket counts too, as
+          -- seen now (a session busy only there ends 1 to 2 limits after its last move)
           local n = sdk.activity(conn)
           if n ~= conn._moved then conn._moved, conn._active = n, fw:now() end
         end
