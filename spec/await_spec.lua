@@ -968,14 +968,10 @@ describe("the await style", function()
   end)
 
   describe("fw:pump", function()
-    -- A proxy in three coroutines: an upstream that echoes, the pump (pump_call(fw,
-    -- a, b) returns what the awaited pump returned) and a client that sends `message`
-    -- then reads to the end. Returns the pump's results and what the client read.
-    local function proxied(fw, message, pump_call)
-      local up, up_port = listener(fw)
-      local front, front_port = listener(fw)
-      local got = {}
-      fw:spawn(function() -- the upstream: echo, then close at the end of stream
+    -- An upstream on the listener up, in a coroutine: it accepts one connection,
+    -- echoes, and closes at the end of stream.
+    local function spawn_echo(fw, up)
+      fw:spawn(function()
         local _, _, s = up:accept()
         up:Close()
         repeat
@@ -984,6 +980,16 @@ describe("the await style", function()
         until not ok or #buf == 0
         s:Close()
       end)
+    end
+
+    -- A proxy in three coroutines: an upstream that echoes, the pump (pump_call(fw,
+    -- a, b) returns what the awaited pump returned) and a client that sends `message`
+    -- then reads to the end. Returns the pump's results and what the client read.
+    local function proxied(fw, message, pump_call)
+      local up, up_port = listener(fw)
+      local front, front_port = listener(fw)
+      local got = {}
+      spawn_echo(fw, up)
       fw:spawn(function() -- the proxy
         local _, _, a = front:accept()
         front:Close()
@@ -1059,15 +1065,7 @@ describe("the await style", function()
         local front, front_port = listener(fw)
         local up, up_port = listener(fw)
         local got = {}
-        fw:spawn(function() -- the upstream: echo until the end
-          local _, _, s = up:accept()
-          up:Close()
-          repeat
-            local ok, _, buf = s:recv()
-            if ok and #buf > 0 then s:send(buf) end
-          until not ok or #buf == 0
-          s:Close()
-        end)
+        spawn_echo(fw, up)
         fw:spawn(function()
           local _, _, a = front:accept()
           front:Close()
