@@ -13,6 +13,14 @@ const char *const lfwx_class_names[LFWX_NCLASSES + 1] = {
 
 static void alias_snake(lua_State *L, int methods_idx, const char *const *skip);
 
+lua_Integer lfwx_check_count(lua_State *L, int idx, const char *what) {
+  lua_Integer n;
+  if (lua_isnoneornil(L, idx)) return 0;
+  n = luaL_checkinteger(L, idx);
+  if (n < 0) luaL_argerror(L, idx, lua_pushfstring(L, "%s must be 0 or more", what));
+  return n;
+}
+
 /* luaL_setfuncs with the class metatables as the functions' upvalues. */
 void lfwx_setfuncs(lua_State *L, const luaL_Reg *funcs) {
   int i;

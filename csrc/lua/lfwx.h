@@ -115,6 +115,9 @@ void lfwx_newclass(lua_State *L, int cls, const luaL_Reg *methods, const luaL_Re
 void lfwx_setfuncs(lua_State *L, const luaL_Reg *funcs); /* into the table on top */
 void *lfwx_newobject(lua_State *L, size_t size, int cls, int nuv);
 void *lfwx_typeerror(lua_State *L, int idx, int cls); /* raises */
+/* A count at idx: nil or absent is 0, else an integer of 0 or more ("<what> must be 0
+ * or more"): an idle limit in ms, a send limit in bytes. */
+lua_Integer lfwx_check_count(lua_State *L, int idx, const char *what);
 
 /* Inline: every method checks its self, three times per echoed message, and the call
  * around the two API calls was a third of the check's cost. */
@@ -139,8 +142,6 @@ int lfwx_service_new(lua_State *L);
 int lfwx_raise(lua_State *L, int err, const char *what);
 int lfwx_fail(lua_State *L, int err);     /* nil, message, win32 code */
 
-/* socket.c: setsendlimit's argument, for sockets and links. */
-size_t lfwx_check_send_limit(lua_State *L, int idx);
 
 /* dispatch.c */
 extern const char *const lfwx_op_names[FWX_OP_LAST + 1]; /* "Accept", "Recv", "timer" */
@@ -223,7 +224,6 @@ int lfwx_wake_io(lua_State *L); /* core.wake_io, the awaited calls' sink */
 
 /* pump.c */
 int lfwx_pump(lua_State *L);
-lua_Integer lfwx_check_idle(lua_State *L, int idx); /* pump.c: nil or ms >= 0 */
 int lfwx_pump_use_splice(lua_State *L);
 
 /* relay.c: the filtered pump, fw:Pump with a filter (pump.c hands it over) */

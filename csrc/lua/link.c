@@ -116,7 +116,7 @@ static int l_cancel_io(lua_State *L) {
 /* e:setsendlimit(bytes): as a socket's, on the bytes the other end has not taken. */
 static int l_setsendlimit(lua_State *L) {
   lfwx_link_t *box = check_open(L, 1, "setsendlimit");
-  fwx_link_set_send_limit(box->l, lfwx_check_send_limit(L, 2));
+  fwx_link_set_send_limit(box->l, (size_t)lfwx_check_count(L, 2, "bytes"));
   lua_pushboolean(L, 1);
   return 1;
 }

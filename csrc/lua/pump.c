@@ -14,15 +14,6 @@ static lfwx_socket_t *check_pumped(lua_State *L, int idx, lfwx_service_t *sv) {
   return box;
 }
 
-/* The idle limit at idx: nil (none) or whole ms, 0 or more (0: none). */
-lua_Integer lfwx_check_idle(lua_State *L, int idx) {
-  lua_Integer ms;
-  if (lua_isnil(L, idx)) return 0;
-  ms = luaL_checkinteger(L, idx);
-  luaL_argcheck(L, ms >= 0, idx, "idle milliseconds must be 0 or more");
-  return ms;
-}
-
 /* fw:Pump(a, b, sink, userdata [, filter [, idle_ms]]): with a filter, the filtered
  * pump (relay.c), which is returned (pump:Pause(direction), pump:Resume(direction));
  * with idle_ms, the pump ends with 121 once nothing has moved either way for that
@@ -41,7 +32,7 @@ int lfwx_pump(lua_State *L) {
   lfwx_check_sink(L, 4, "CompletePump", 0);
   if (!lua_isnil(L, 6))
     luaL_argcheck(L, lua_type(L, 6) == LUA_TFUNCTION, 6, "filter must be a function or nil");
-  idle = lfwx_check_idle(L, 7);
+  idle = lfwx_check_count(L, 7, "idle milliseconds"); /* 0: none */
   if (fwx_socket_owned(a->s) || fwx_socket_owned(b->s)) {
     r = FWX_EPUMPING; /* a filtered pump's (the core checks its own) */
   } else if (!lua_isnil(L, 6)) {

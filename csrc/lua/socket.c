@@ -395,22 +395,13 @@ static int l_counters(lua_State *L) {
   return 3;
 }
 
-/* The send limit at idx (setsendlimit's argument): nil or 0 for none, else bytes. */
-size_t lfwx_check_send_limit(lua_State *L, int idx) {
-  lua_Integer n;
-  if (lua_isnoneornil(L, idx)) return 0;
-  n = luaL_checkinteger(L, idx);
-  luaL_argcheck(L, n >= 0, idx, "bytes must be 0 or more");
-  return (size_t)n;
-}
-
 /* s:setsendlimit(bytes) -> true: a Send that finds that many bytes or more still
  * queued in the socket (taken, not yet written to the kernel) moves nothing and fails
  * with 1450 (ERROR_NO_SYSTEM_RESOURCES) as its notification, so that a sender that
  * does not wait for its completions holds a bounded amount. nil or 0: no limit. */
 static int l_setsendlimit(lua_State *L) {
   fwx_socket_t *s = check_socket(L, 1);
-  if (fwx_socket_set_send_limit(s, lfwx_check_send_limit(L, 2)) != 0)
+  if (fwx_socket_set_send_limit(s, (size_t)lfwx_check_count(L, 2, "bytes")) != 0)
     return luaL_error(L, "not enough memory");
   lua_pushboolean(L, 1);
   return 1;

@@ -392,9 +392,7 @@ function M.start(filter, fw)
       finish("filter error")
     end
     if sdk then
-      conn._fw = fw
-      function conn._own(obj) conn_of[obj] = conn end -- a link's end
-      sdk.connection(conn)
+      sdk.connection(conn, conn_of)
     end
 
     if f.on_accept then

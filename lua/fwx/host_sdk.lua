@@ -110,13 +110,13 @@ end
 -- closure per Recv and per Send, which counted in Lua, cost the SDK shape about 1 600
 -- instructions a proxied message.) Close is the host's, to see the closes that end
 -- the connection; the methods are those of the SDK's IFWXSocket, with the await
--- style's recv, send and settimeout, and counters.
+-- style's recv, send and settimeout, counters and setsendlimit.
 local hosted = setmetatable({}, { __mode = "k" }) -- socket -> { conn =, side =, closed = }
 local HOSTED_METHODS = { "Recv", "Send", "Shutdown", "CancelIo", "GetSockName",
   "GetPeerName", "SetSockOpt", "GetSockOpt", "IsClosed", "recv", "send", "settimeout",
   "counters", "setsendlimit" }
-local Hosted -- the metatable, made from the socket class's at the first connection
-local core_close
+local socket_class = debug.getregistry()["fwx.socket"] -- the core's socket class
+local core_close = socket_class.__index.Close
 
 local function hosted_close(s, abortive)
   core_close(s, abortive)
@@ -128,37 +128,32 @@ local function hosted_close(s, abortive)
   return true
 end
 
-local function hosted_meta(s)
-  if Hosted ~= nil then return Hosted end
-  local class = getmetatable(s)
-  local methods = { Close = hosted_close }
-  for _, name in ipairs(HOSTED_METHODS) do methods[name] = class.__index[name] end
-  -- An abortive shutdown is an abortive close (the core's Shutdown says so too).
-  local shutdown = methods.Shutdown
-  function methods.Shutdown(e, abortive)
-    if abortive then return hosted_close(e, true) end
-    return shutdown(e)
-  end
-  core_close = class.__index.Close
-  Hosted = {
-    __name = class.__name,
-    __index = methods,
-    __gc = class.__gc, -- a socket nobody holds is closed, as any socket
-    __close = function(e) hosted_close(e) end,
-    __tostring = function(e)
-      local h = hosted[e]
-      return ("fwx.socket %s of connection %d"):format(h.side, h.conn.id)
-    end,
-  }
-  return Hosted
+local hosted_methods = { Close = hosted_close }
+for _, name in ipairs(HOSTED_METHODS) do hosted_methods[name] = socket_class.__index[name] end
+-- An abortive shutdown is an abortive close (the core's Shutdown says so too).
+local core_shutdown = hosted_methods.Shutdown
+function hosted_methods.Shutdown(e, abortive)
+  if abortive then return hosted_close(e, true) end
+  return core_shutdown(e)
 end
+
+local Hosted = {
+  __name = socket_class.__name,
+  __index = hosted_methods,
+  __gc = socket_class.__gc, -- a socket nobody holds is closed, as any socket
+  __close = function(e) hosted_close(e) end,
+  __tostring = function(e)
+    local h = hosted[e]
+    return ("fwx.socket %s of connection %d"):format(h.side, h.conn.id)
+  end,
+}
 
 -- The real socket s of connection c, as its data filter is given it. The count of its
 -- operations starts now.
 local function socket_end(c, s, side)
   hosted[s] = { conn = c, side = side, closed = false }
   s:counters()
-  return debug.setmetatable(s, hosted_meta(s))
+  return debug.setmetatable(s, Hosted)
 end
 
 -- What has happened on connection c's real sockets so far, as one number that changes
@@ -278,13 +273,17 @@ function M.new(list, fw, f, report)
     return s
   end
 
-  --- sdk.connection(conn): conn joins its session; conn.api is its IFWXConnection.
-  function sdk.connection(conn)
+  --- sdk.connection(conn, conn_of): conn joins its session; conn.api is its
+  -- IFWXConnection. conn_of is the host's weak table from a socket to its connection
+  -- (how a raising handler finds the connection it fails): conn._own(link_end) puts
+  -- the ends of the links made for conn there.
+  function sdk.connection(conn, conn_of)
     local s = session_of(conn)
     s.connections = s.connections + 1
     conn._session = s
     conn._chain = {}
     conn.api = setmetatable({ _conn = conn, id = conn.id, client = conn.client }, Connection)
+    function conn._own(obj) conn_of[obj] = conn end
   end
 
   -- The session filter of filter entry e in session s, attached on first use: nil if
@@ -395,7 +394,7 @@ function M.new(list, fw, f, report)
       local external
       if i < #chain then
         -- Each end's names are the connection's: the client's on the client side.
-        local a, b = link.pair(conn._fw, conn.client, towards)
+        local a, b = link.pair(fw, conn.client, towards)
         a:setsendlimit(limit)
         b:setsendlimit(limit)
         conn._own(a)

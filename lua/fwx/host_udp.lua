@@ -183,9 +183,7 @@ function M.start(f, fw, host)
     end
     host.conn_of[up] = conn
     if sdk then
-      conn._fw = fw
-      function conn._own(obj) host.conn_of[obj] = conn end -- a link's end
-      sdk.connection(conn)
+      sdk.connection(conn, host.conn_of)
     end
 
     if f.on_accept then
