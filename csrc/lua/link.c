@@ -167,6 +167,16 @@ static int l_tostring(lua_State *L) {
   return 1;
 }
 
+/* The user values of the end at idx: the service at 1, its names at sock and peer. */
+static void set_end_values(lua_State *L, int idx, int sock, int peer) {
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, idx, LINK_UV_SERVICE);
+  lua_pushvalue(L, sock);
+  lua_setiuservalue(L, idx, LINK_UV_SOCKNAME);
+  lua_pushvalue(L, peer);
+  lua_setiuservalue(L, idx, LINK_UV_PEERNAME);
+}
+
 /* core.link_pair(fw [, a_name, b_name]) -> a, b: the ends of a new link. a's
  * GetSockName is a_name and its GetPeerName b_name; b's the other way round. */
 int lfwx_link_pair(lua_State *L) {
@@ -183,18 +193,8 @@ int lfwx_link_pair(lua_State *L) {
   if (r != 0) return lfwx_raise(L, r, "link");
   a->l = x;
   b->l = y;
-  lua_pushvalue(L, 1);
-  lua_setiuservalue(L, 4, LINK_UV_SERVICE);
-  lua_pushvalue(L, 2);
-  lua_setiuservalue(L, 4, LINK_UV_SOCKNAME);
-  lua_pushvalue(L, 3);
-  lua_setiuservalue(L, 4, LINK_UV_PEERNAME);
-  lua_pushvalue(L, 1);
-  lua_setiuservalue(L, 5, LINK_UV_SERVICE);
-  lua_pushvalue(L, 3);
-  lua_setiuservalue(L, 5, LINK_UV_SOCKNAME);
-  lua_pushvalue(L, 2);
-  lua_setiuservalue(L, 5, LINK_UV_PEERNAME);
+  set_end_values(L, 4, 2, 3);
+  set_end_values(L, 5, 3, 2);
   return 2;
 }
 
